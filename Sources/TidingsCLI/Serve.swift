@@ -1,0 +1,143 @@
+import ArgumentParser
+import Foundation
+import Logging
+import Hummingbird
+import TidingsServer
+
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run the gateway (memory mode, or PostgreSQL mode with --database-url).")
+
+    @Option(help: "Address to listen on.") var host = "127.0.0.1"
+    @Option(help: "Port to listen on (0 picks a free one).") var port = 8080
+    @Option(help: "PostgreSQL URL or conninfo; without it the gateway runs in memory mode. Also DATABASE_URL.")
+    var databaseUrl: String?
+    @Option(help: "HS256 secret for tokens (at least 32 bytes).") var jwtSecret: String?
+    @Option(help: "PEM file with an RS256 or ES256 public key.") var jwtPublicKey: String?
+    @Option(help: "JWKS file (JSON) with verification keys.") var jwks: String?
+    @Option(help: "Required iss claim.") var jwtIssuer: String?
+    @Option(help: "Required aud claim.") var jwtAudience: String?
+    @Option(help: "Static publish key (repeatable, at least 16 characters).") var publishKey: [String] = []
+    @Option(help: "Send a keep-alive comment after this much silence.") var keepalive = DurationArgument(.seconds(15))
+    @Option(help: "Reconnection delay sent to clients (retry:).") var retry = DurationArgument(.seconds(3))
+    @Option(help: "How long events are kept for replay.") var retention = DurationArgument(.seconds(86_400))
+    @Option(help: "Most events kept in memory mode.") var memoryMaxEvents = 100_000
+    @Option(help: "Most queued events per subscriber before it is disconnected.") var maxQueue = 1_000
+    @Option(help: "Most open streams (503 beyond).") var maxConnections: Int?
+    @Option(help: "Most open streams per user (503 beyond).") var maxConnectionsPerUser: Int?
+    @Option(help: "Largest publish body (bytes, or 64KiB, 1MiB).") var maxBody = ByteSize(1 << 20)
+    @Option(help: "Largest data of one event (bytes, or 64KiB).") var maxEventBytes = ByteSize(64 << 10)
+    @Option(help: "How long a subscribe ticket is valid.") var ticketTtl = DurationArgument(.seconds(30))
+    @Option(help: "Allowed CORS origin (repeatable); credentials are allowed for it.") var corsOrigin: [String] = []
+    @Flag(help: "Accept a token in the access_token query parameter.") var allowQueryToken = false
+    @Option(help: "trace, debug, info, notice, warning, error or critical.") var logLevel = "info"
+    @Option(help: "text or json.") var logFormat = "text"
+    @Option(help: "PostgreSQL mode: notify or poll.") var wakeup = "notify"
+    @Option(help: "PostgreSQL mode: poll interval.") var pollInterval = DurationArgument(.milliseconds(100))
+    @Option(help: "PostgreSQL mode: how long delivery waits for an older open transaction.")
+    var orderWait = DurationArgument(.seconds(10))
+
+    func validate() throws {
+        guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical") }
+        guard ["text", "json"].contains(logFormat) else { throw ValidationError("--log-format must be text or json") }
+        guard TidingsConfiguration.Wakeup(rawValue: wakeup) != nil else { throw ValidationError("--wakeup must be notify or poll") }
+        do {
+            try makeConfiguration().validate()
+        } catch let error as ConfigurationError {
+            throw ValidationError(error.description)
+        }
+    }
+
+    func makeConfiguration() throws -> TidingsConfiguration {
+        var configuration = TidingsConfiguration()
+        configuration.host = host
+        configuration.port = port
+        configuration.databaseURL = databaseUrl
+        configuration.jwtSecret = jwtSecret
+        configuration.jwtPublicKeyPEM = try jwtPublicKey.map { try Self.read($0, flag: "--jwt-public-key") }
+        configuration.jwksJSON = try jwks.map { try Self.read($0, flag: "--jwks") }
+        configuration.jwtIssuer = jwtIssuer
+        configuration.jwtAudience = jwtAudience
+        configuration.publishKeys = publishKey
+        configuration.keepAlive = keepalive.duration
+        configuration.retry = retry.duration
+        configuration.retention = retention.duration
+        configuration.memoryMaxEvents = memoryMaxEvents
+        configuration.maxQueue = maxQueue
+        configuration.maxConnections = maxConnections
+        configuration.maxConnectionsPerUser = maxConnectionsPerUser
+        configuration.maxBody = maxBody.bytes
+        configuration.maxEventBytes = maxEventBytes.bytes
+        configuration.ticketTTL = ticketTtl.duration
+        configuration.corsOrigins = corsOrigin
+        configuration.allowQueryToken = allowQueryToken
+        configuration.wakeup = TidingsConfiguration.Wakeup(rawValue: wakeup) ?? .notify
+        configuration.pollInterval = pollInterval.duration
+        configuration.orderWait = orderWait.duration
+        return configuration
+    }
+
+    static func read(_ path: String, flag: String) throws -> String {
+        do {
+            return try String(contentsOfFile: path, encoding: .utf8)
+        } catch {
+            throw ConfigurationError("\(flag): cannot read \(path)")
+        }
+    }
+
+    func run() async throws {
+        let level = Logger.Level(rawValue: logLevel) ?? .info
+        let json = logFormat == "json"
+        LoggingSystem.bootstrap { label in
+            var handler: any LogHandler = json ? JSONLogHandler(label: label) : StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        var logger = Logger(label: "tidings")
+        logger.logLevel = level
+        let configuration = try makeConfiguration()
+        let app: TidingsApplication
+        do {
+            app = try await buildApplication(configuration: configuration, logger: logger)
+        } catch let error as ConfigurationError {
+            logger.critical("cannot start", metadata: ["error": "\(error.description)"])
+            throw ExitCode(ExitCodes.usage)
+        } catch let error as DependencyUnavailable {
+            logger.critical("dependency unreachable", metadata: ["error": "\(error.description)"])
+            throw ExitCode(ExitCodes.unavailable)
+        }
+        logger.info(
+            "tidings listening",
+            metadata: [
+                "tidings.address": "\(configuration.host):\(configuration.port)",
+                "tidings.mode": configuration.databaseURL == nil ? "memory" : "postgresql",
+            ])
+        try await app.application.runService()
+    }
+}
+
+/// A size on the command line: bytes, or with `KiB`/`MiB`/`KB`/`MB`.
+struct ByteSize: ExpressibleByArgument, Sendable {
+    var bytes: Int
+
+    init(_ bytes: Int) {
+        self.bytes = bytes
+    }
+
+    init?(argument: String) {
+        let units: [(String, Int)] = [("KiB", 1024), ("MiB", 1 << 20), ("KB", 1000), ("MB", 1_000_000), ("k", 1024), ("m", 1 << 20), ("B", 1)]
+        for (suffix, scale) in units where argument.hasSuffix(suffix) {
+            guard let value = Int(argument.dropLast(suffix.count)), value >= 0 else { return nil }
+            bytes = value * scale
+            return
+        }
+        guard let value = Int(argument), value >= 0 else { return nil }
+        bytes = value
+    }
+
+    var defaultValueDescription: String {
+        if bytes % (1 << 20) == 0 { return "\(bytes >> 20)MiB" }
+        if bytes % 1024 == 0 { return "\(bytes >> 10)KiB" }
+        return "\(bytes)"
+    }
+}

@@ -1,0 +1,224 @@
+public import Metrics
+public import NIOCore
+import Synchronization
+
+/// The in-process event bus: subscriptions keyed by target, fed in id order.
+///
+/// Delivery and registration share one lock, so a new subscription learns exactly which id the
+/// bus had delivered when it joined (its replay horizon): every later event reaches its queue,
+/// every earlier one is in the store. That is what makes the replay seam gap-free.
+public final class EventBus: Sendable {
+    /// Limits for subscriptions.
+    public struct Limits: Sendable {
+        /// Most open streams (`--max-connections`); `nil` for no limit.
+        public var maxConnections: Int?
+        /// Most open streams of one user (`--max-connections-per-user`); `nil` for no limit.
+        public var maxConnectionsPerUser: Int?
+        /// Most queued events per subscriber before it is disconnected (`--max-queue`).
+        public var maxQueue: Int
+
+        public init(maxConnections: Int? = nil, maxConnectionsPerUser: Int? = nil, maxQueue: Int = 1_000) {
+            self.maxConnections = maxConnections
+            self.maxConnectionsPerUser = maxConnectionsPerUser
+            self.maxQueue = maxQueue
+        }
+    }
+
+    /// Why a subscription was refused.
+    public enum Rejection: Error, Sendable, Equatable {
+        case tooManyConnections
+        case tooManyConnectionsForUser
+        case shuttingDown
+    }
+
+    private struct State {
+        var byTarget: [Target: [UInt64: Subscription]] = [:]
+        var all: [UInt64: Subscription] = [:]
+        var perUser: [String: Int] = [:]
+        var lastDelivered: EventID
+        var dispatch: UInt64 = 0
+        var nextSubscriptionID: UInt64 = 1
+        var shutDown = false
+    }
+
+    public let limits: Limits
+    private let state: Mutex<State>
+    private let metrics: BusMetrics
+
+    /// - Parameters:
+    ///   - lastDelivered: the highest id already delivered (replay covers everything up to it).
+    public init(limits: Limits = .init(), lastDelivered: EventID = 0, metricsFactory: (any MetricsFactory)? = nil) {
+        self.limits = limits
+        self.state = Mutex(State(lastDelivered: lastDelivered))
+        self.metrics = BusMetrics(factory: metricsFactory)
+    }
+
+    /// The highest id delivered so far.
+    public var lastDelivered: EventID {
+        state.withLock { $0.lastDelivered }
+    }
+
+    /// Number of open subscriptions.
+    public var subscriptionCount: Int {
+        state.withLock { $0.all.count }
+    }
+
+    /// Registers a stream for `targets`.
+    ///
+    /// - Parameter hold: queue live events without waking the writer until `release` (set it
+    ///   when the stream replays history first).
+    /// - Returns: the subscription and the replay horizon: the id delivered last before it joined.
+    public func subscribe(
+        user: String,
+        targets: [Target],
+        expiresAt: NIODeadline? = nil,
+        hold: Bool
+    ) throws(Rejection) -> (subscription: Subscription, horizon: EventID) {
+        let result: Result<(Subscription, EventID), Rejection> = state.withLock { state in
+            if state.shutDown { return .failure(.shuttingDown) }
+            if let max = limits.maxConnections, state.all.count >= max {
+                return .failure(.tooManyConnections)
+            }
+            let userCount = state.perUser[user, default: 0]
+            if let max = limits.maxConnectionsPerUser, userCount >= max {
+                return .failure(.tooManyConnectionsForUser)
+            }
+            let id = state.nextSubscriptionID
+            state.nextSubscriptionID += 1
+            let subscription = Subscription(
+                id: id, user: user, targets: targets, expiresAt: expiresAt, maxQueue: limits.maxQueue, holding: hold)
+            state.all[id] = subscription
+            state.perUser[user] = userCount + 1
+            for target in targets {
+                state.byTarget[target, default: [:]][id] = subscription
+            }
+            return .success((subscription, state.lastDelivered))
+        }
+        switch result {
+        case .success(let (subscription, horizon)):
+            metrics.open.increment()
+            return (subscription, horizon)
+        case .failure(let rejection):
+            throw rejection
+        }
+    }
+
+    /// Removes a subscription (its stream has ended).
+    public func unsubscribe(_ subscription: Subscription) {
+        let removed = state.withLock { state -> Bool in
+            guard state.all.removeValue(forKey: subscription.id) != nil else { return false }
+            let remaining = state.perUser[subscription.user, default: 1] - 1
+            state.perUser[subscription.user] = remaining > 0 ? remaining : nil
+            for target in subscription.targets {
+                state.byTarget[target]?.removeValue(forKey: subscription.id)
+                if state.byTarget[target]?.isEmpty == true { state.byTarget[target] = nil }
+            }
+            return true
+        }
+        if removed {
+            metrics.open.decrement()
+            metrics.disconnects(subscription.endReason ?? .clientClosed).increment()
+        }
+    }
+
+    /// Delivers an event to every subscription of its targets, once each.
+    ///
+    /// Callers deliver durable events in increasing id order; an id at or below the last one
+    /// delivered is dropped (never repeated). Ephemeral events (no id) are delivered as they come.
+    /// - Returns: how many subscriptions received it.
+    @discardableResult
+    public func deliver(_ event: Event) -> Int {
+        var wake: [CheckedContinuation<Void, Never>] = []
+        var overflowed = 0
+        let delivered = state.withLock { state -> Int in
+            if let id = event.id {
+                guard id > state.lastDelivered else { return -1 }
+                state.lastDelivered = id
+            }
+            state.dispatch &+= 1
+            let dispatch = state.dispatch
+            let delivery = Delivery(id: event.id, frame: event.frame)
+            var count = 0
+            for target in event.targets {
+                guard let subscriptions = state.byTarget[target] else { continue }
+                for subscription in subscriptions.values {
+                    switch subscription.enqueue(delivery, dispatch: dispatch) {
+                    case .skipped:
+                        break
+                    case .queued(let waiter):
+                        count += 1
+                        if let waiter { wake.append(waiter) }
+                    case .overflow(let waiter):
+                        overflowed += 1
+                        if let waiter { wake.append(waiter) }
+                    }
+                }
+            }
+            return count
+        }
+        for waiter in wake { waiter.resume() }
+        if delivered < 0 {
+            metrics.outOfOrder.increment()
+            return 0
+        }
+        metrics.delivered.increment(by: Int64(delivered))
+        if overflowed > 0 { metrics.slowConsumers.increment(by: Int64(overflowed)) }
+        return delivered
+    }
+
+    /// Advances the delivery horizon without an event (ids that will never be delivered, such as
+    /// a rolled-back transaction's).
+    public func advance(to id: EventID) {
+        state.withLock { state in
+            if id > state.lastDelivered { state.lastDelivered = id }
+        }
+    }
+
+    /// Sends keep-alives to streams idle for `keepAlive` and ends streams whose token expired.
+    public func tick(now: NIODeadline = .now(), keepAlive: TimeAmount) {
+        let subscriptions = state.withLock { Array($0.all.values) }
+        var expired = 0
+        for subscription in subscriptions {
+            let (waiter, didExpire) = subscription.tick(now: now, keepAlive: keepAlive)
+            waiter?.resume()
+            if didExpire { expired += 1 }
+        }
+        _ = expired
+    }
+
+    /// Ends every stream and refuses new ones.
+    public func shutdown() {
+        let subscriptions = state.withLock { state -> [Subscription] in
+            state.shutDown = true
+            return Array(state.all.values)
+        }
+        for subscription in subscriptions { subscription.finish(.shutdown) }
+    }
+}
+
+/// The bus's metrics, created once.
+struct BusMetrics: Sendable {
+    let open: Meter
+    let delivered: Counter
+    let outOfOrder: Counter
+    let slowConsumers: Counter
+    private let disconnectCounters: [StreamEnd: Counter]
+
+    init(factory: (any MetricsFactory)?) {
+        let factory = factory ?? MetricsSystem.factory
+        open = Meter(label: "tidings_connections_open", factory: factory)
+        delivered = Counter(label: "tidings_events_delivered_total", factory: factory)
+        outOfOrder = Counter(label: "tidings_events_dropped_out_of_order_total", factory: factory)
+        slowConsumers = Counter(label: "tidings_slow_consumers_total", factory: factory)
+        var disconnects: [StreamEnd: Counter] = [:]
+        for reason in StreamEnd.allCases {
+            disconnects[reason] = Counter(
+                label: "tidings_disconnects_total", dimensions: [("reason", reason.rawValue)], factory: factory)
+        }
+        disconnectCounters = disconnects
+    }
+
+    func disconnects(_ reason: StreamEnd) -> Counter {
+        disconnectCounters[reason]!
+    }
+}

@@ -1,0 +1,60 @@
+public import NIOCore
+
+/// Server-Sent Events wire format.
+///
+/// Every function returns complete frames; an event is encoded once and the same bytes go to all
+/// of its subscribers. Data is split on CR, LF and CRLF into several `data:` lines, so no input
+/// can break the framing; `id:` and `event:` only ever carry validated values.
+public enum SSEFrame {
+    private static let allocator = ByteBufferAllocator()
+
+    /// `id: <id>\nevent: <type>\ndata: <line>\n…\n`
+    public static func event(id: EventID?, type: EventType, data: String) -> ByteBuffer {
+        var buffer = allocator.buffer(capacity: data.utf8.count + type.rawValue.utf8.count + 40)
+        if let id {
+            buffer.writeStaticString("id: ")
+            buffer.writeString(String(id))
+            buffer.writeInteger(UInt8(ascii: "\n"))
+        }
+        buffer.writeStaticString("event: ")
+        buffer.writeString(type.rawValue)
+        buffer.writeInteger(UInt8(ascii: "\n"))
+        writeData(data, into: &buffer)
+        buffer.writeInteger(UInt8(ascii: "\n"))
+        return buffer
+    }
+
+    /// The first bytes of every stream: the reconnection delay and a comment.
+    public static func preamble(retryMilliseconds: Int) -> ByteBuffer {
+        var buffer = allocator.buffer(capacity: 48)
+        buffer.writeString("retry: \(retryMilliseconds)\n: tidings\n\n")
+        return buffer
+    }
+
+    /// `: keep-alive\n\n`
+    public static let keepAlive: ByteBuffer = {
+        var buffer = allocator.buffer(capacity: 14)
+        buffer.writeStaticString(": keep-alive\n\n")
+        return buffer
+    }()
+
+    /// Writes `data: …` lines, one per line of `data` (CR, LF and CRLF all end a line).
+    static func writeData(_ data: String, into buffer: inout ByteBuffer) {
+        var utf8 = data.utf8[...]
+        while true {
+            buffer.writeStaticString("data: ")
+            guard let end = utf8.firstIndex(where: { $0 == UInt8(ascii: "\n") || $0 == UInt8(ascii: "\r") }) else {
+                buffer.writeBytes(utf8)
+                buffer.writeInteger(UInt8(ascii: "\n"))
+                return
+            }
+            buffer.writeBytes(utf8[..<end])
+            buffer.writeInteger(UInt8(ascii: "\n"))
+            var next = utf8.index(after: end)
+            if utf8[end] == UInt8(ascii: "\r"), next < utf8.endIndex, utf8[next] == UInt8(ascii: "\n") {
+                next = utf8.index(after: next)
+            }
+            utf8 = utf8[next...]
+        }
+    }
+}

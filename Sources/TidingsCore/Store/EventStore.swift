@@ -1,0 +1,43 @@
+/// Where events are kept: the memory store or PostgreSQL.
+///
+/// The store assigns ids and keeps history for replay; getting live events to the bus is the
+/// store's business too (the memory store delivers as it appends, the PostgreSQL store through
+/// its listener), always in id order.
+public protocol EventStore: Sendable {
+    /// Stores events atomically (all or none) and returns their ids in order. An event whose
+    /// idempotency key this publisher already used within retention is not stored again: its
+    /// first id is returned.
+    func publish(_ events: [NewEvent], publisher: String) async throws -> [EventID]
+
+    /// Retained events of any of `targets` with `after < id <= through`, in id order, at most
+    /// `limit` of them, and what history has lost.
+    func replay(targets: Set<Target>, after: EventID, through: EventID, limit: Int) async throws -> ReplayPage
+}
+
+/// One page of replay.
+public struct ReplayPage: Sendable {
+    /// Matching events in id order.
+    public var events: [Event]
+    /// The highest id that is gone (pruned or expired), 0 if none.
+    public var cut: EventID
+    /// The oldest retained id, if any event is retained.
+    public var oldestRetained: EventID?
+
+    public init(events: [Event], cut: EventID, oldestRetained: EventID?) {
+        self.events = events
+        self.cut = cut
+        self.oldestRetained = oldestRetained
+    }
+
+    /// True when events after `resumePoint` may be gone: the stream starts with `tidings.reset`.
+    public func hasGap(after resumePoint: EventID) -> Bool {
+        resumePoint < cut
+    }
+
+    /// The id the reset event carries: the oldest retained id minus one (so a reconnect does not
+    /// repeat the reset), or the cut when nothing is retained.
+    public var resetID: EventID {
+        if let oldestRetained { return oldestRetained - 1 }
+        return cut
+    }
+}

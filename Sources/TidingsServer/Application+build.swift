@@ -1,0 +1,64 @@
+public import Hummingbird
+public import Logging
+import NIOCore
+import Prometheus
+public import TidingsCore
+
+/// A built gateway: the Hummingbird application to run and the parts behind it.
+public struct TidingsApplication: Sendable {
+    public let application: Application<RouterResponder<BasicRequestContext>>
+    public let gateway: Gateway
+}
+
+/// Builds the gateway for `configuration`: memory mode without a database URL.
+///
+/// - Parameters:
+///   - clock: the wall clock of the memory store (retention) and tickets; tests inject one.
+///   - onServerRunning: called with the listening channel (tests read the bound port from it).
+public func buildApplication(
+    configuration: TidingsConfiguration,
+    logger: Logger,
+    clock: any WallClock = SystemClock(),
+    onServerRunning: @escaping @Sendable (any Channel) async -> Void = { _ in }
+) async throws -> TidingsApplication {
+    try configuration.validate()
+    let registry = PrometheusCollectorRegistry()
+    let metricsFactory = PrometheusMetricsFactory(registry: registry)
+    let bus = EventBus(
+        limits: .init(
+            maxConnections: configuration.maxConnections,
+            maxConnectionsPerUser: configuration.maxConnectionsPerUser,
+            maxQueue: configuration.maxQueue),
+        metricsFactory: metricsFactory)
+    let backend = try await Backend.make(configuration: configuration, bus: bus, clock: clock, logger: logger, metricsFactory: metricsFactory)
+    let gateway = Gateway(
+        configuration: configuration,
+        bus: bus,
+        store: backend.store,
+        tickets: backend.tickets,
+        authenticator: try await Authenticator(configuration: configuration),
+        readinessSources: backend.readinessSources,
+        registry: registry,
+        logger: logger)
+    let router = buildRouter(gateway: gateway)
+    let application = Application(
+        router: router,
+        configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "tidings"),
+        services: backend.services + [BusTicker(bus: bus, keepAlive: configuration.keepAlive)],
+        onServerRunning: onServerRunning,
+        logger: logger)
+    return TidingsApplication(application: application, gateway: gateway)
+}
+
+/// The routes of the contract.
+public func buildRouter(gateway: Gateway) -> Router<BasicRequestContext> {
+    let router = Router(context: BasicRequestContext.self)
+    if !gateway.configuration.corsOrigins.isEmpty {
+        router.middlewares.add(AllowListCORSMiddleware(origins: gateway.configuration.corsOrigins))
+    }
+    SubscribeController(gateway: gateway).addRoutes(to: router)
+    PublishController(gateway: gateway).addRoutes(to: router)
+    TicketController(gateway: gateway).addRoutes(to: router)
+    OperationsController(gateway: gateway).addRoutes(to: router)
+    return router
+}

@@ -1,0 +1,145 @@
+import Crypto
+public import Foundation
+import JWTKit
+public import TidingsCore
+
+/// A subscriber: whose stream, which topics it may add, and when its token expires.
+public struct Subscriber: Sendable {
+    public var user: String
+    public var topicPatterns: [String]
+    public var expiresAt: Date?
+
+    /// True when the token's `topics` claim allows `topic`.
+    public func mayRead(topic: String) -> Bool {
+        topicPatterns.contains { TargetPattern($0).matches(topic) }
+    }
+}
+
+/// A publisher: a namespace for its idempotency keys and what it may publish to.
+public struct Publisher: Sendable {
+    public enum Rights: Sendable {
+        case everywhere
+        case patterns([TargetPattern])
+    }
+
+    /// `jwt:<sub>` or `key:<first 16 hex digits of the key's SHA-256>`: never the secret itself.
+    public var id: String
+    public var rights: Rights
+
+    public func mayPublish(to target: Target) -> Bool {
+        switch rights {
+        case .everywhere: true
+        case .patterns(let patterns): patterns.anyMatches(target.description)
+        }
+    }
+}
+
+/// Why a credential was refused. The description is safe to show and to log: it never
+/// contains the token.
+public enum AuthError: Error, Sendable, Equatable, CustomStringConvertible {
+    case missing
+    case invalid(String)
+    case notAPublisher
+
+    public var description: String {
+        switch self {
+        case .missing: "no credential was given"
+        case .invalid(let reason): "the token is not valid: \(reason)"
+        case .notAPublisher: "the credential may not publish"
+        }
+    }
+}
+
+/// Verifies tokens (HS256, RS256/ES256 public keys, a JWKS) and static publish keys.
+public final class Authenticator: Sendable {
+    private let keys: JWTKeyCollection
+    private let issuer: String?
+    private let audience: String?
+    private let publishKeyDigests: [SHA256Digest]
+
+    public init(configuration: TidingsConfiguration) async throws {
+        let keys = JWTKeyCollection()
+        if let secret = configuration.jwtSecret {
+            await keys.add(hmac: HMACKey(from: secret), digestAlgorithm: .sha256)
+        }
+        if let pem = configuration.jwtPublicKeyPEM {
+            if pem.contains("BEGIN RSA PUBLIC KEY") || (try? Insecure.RSA.PublicKey(pem: pem)) != nil {
+                await keys.add(rsa: try Insecure.RSA.PublicKey(pem: pem), digestAlgorithm: .sha256)
+            } else {
+                await keys.add(ecdsa: try ES256PublicKey(pem: pem))
+            }
+        }
+        if let jwks = configuration.jwksJSON {
+            try await keys.add(jwksJSON: jwks)
+        }
+        self.keys = keys
+        self.issuer = configuration.jwtIssuer
+        self.audience = configuration.jwtAudience
+        self.publishKeyDigests = configuration.publishKeys.map { SHA256.hash(data: Data($0.utf8)) }
+    }
+
+    /// Verifies a token's signature, expiry, issuer and audience.
+    public func verify(token: String) async throws(AuthError) -> TidingsClaims {
+        let claims: TidingsClaims
+        do {
+            claims = try await keys.verify(token, as: TidingsClaims.self)
+        } catch let error as JWTError {
+            throw .invalid(Self.reason(error))
+        } catch {
+            throw .invalid("it could not be verified")
+        }
+        if let issuer, claims.iss?.value != issuer {
+            throw .invalid("wrong issuer")
+        }
+        if let audience {
+            guard let aud = claims.aud, aud.value.contains(audience) else { throw .invalid("wrong audience") }
+        }
+        guard Target.isValidName(claims.sub.value) else {
+            throw .invalid("sub must be 1–128 characters of [A-Za-z0-9._@:-]")
+        }
+        return claims
+    }
+
+    /// A subscriber identity from a token.
+    public func subscriber(token: String) async throws(AuthError) -> Subscriber {
+        let claims = try await verify(token: token)
+        return Subscriber(user: claims.sub.value, topicPatterns: claims.topics ?? [], expiresAt: claims.exp?.value)
+    }
+
+    /// A publisher from a static key or a token with a `publish` claim.
+    public func publisher(credential: String) async throws(AuthError) -> Publisher {
+        let digest = SHA256.hash(data: Data(credential.utf8))
+        if publishKeyDigests.contains(where: { Self.constantTimeEqual($0, digest) }) {
+            let hex = digest.prefix(8).map { String(format: "%02x", $0) }.joined()
+            return Publisher(id: "key:\(hex)", rights: .everywhere)
+        }
+        guard credential.split(separator: ".").count == 3 else {
+            throw .invalid("it is neither a publish key nor a JWT")
+        }
+        let claims = try await verify(token: credential)
+        switch claims.publish {
+        case .all(true):
+            return Publisher(id: "jwt:\(claims.sub.value)", rights: .everywhere)
+        case .patterns(let patterns) where !patterns.isEmpty:
+            return Publisher(id: "jwt:\(claims.sub.value)", rights: .patterns(patterns.map(TargetPattern.init)))
+        default:
+            throw .notAPublisher
+        }
+    }
+
+    private static func constantTimeEqual(_ a: SHA256Digest, _ b: SHA256Digest) -> Bool {
+        var difference: UInt8 = 0
+        for (x, y) in zip(a, b) { difference |= x ^ y }
+        return difference == 0
+    }
+
+    private static func reason(_ error: JWTError) -> String {
+        switch error.errorType {
+        case .claimVerificationFailure: "it has expired or a claim is invalid"
+        case .signatureVerificationFailed: "bad signature"
+        case .malformedToken: "malformed token"
+        case .unknownKID, .missingKIDHeader: "unknown key id"
+        default: "it could not be verified"
+        }
+    }
+}

@@ -1,0 +1,42 @@
+import Foundation
+public import Hummingbird
+import NIOCore
+import Prometheus
+import TidingsCore
+
+/// `GET /healthz`, `GET /readyz`, `GET /metrics` and the dashboard page `GET /`.
+public struct OperationsController<Context: RequestContext>: Sendable {
+    let gateway: Gateway
+
+    public init(gateway: Gateway) {
+        self.gateway = gateway
+    }
+
+    public func addRoutes(to router: Router<Context>) {
+        router.get("/healthz") { _, _ in
+            Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: #"{"status":"ok"}"#)))
+        }
+        router.get("/readyz") { _, _ in
+            let readiness = gateway.readiness()
+            if readiness.isReady {
+                return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: #"{"status":"ready"}"#)))
+            }
+            let reason = readiness.reason ?? "not_ready"
+            return Response(
+                status: .serviceUnavailable, headers: [.contentType: "application/json", .retryAfter: "1"],
+                body: .init(byteBuffer: ByteBuffer(string: #"{"status":"not_ready","reason":"\#(reason)"}"#)))
+        }
+        router.get("/metrics") { _, _ in
+            var bytes: [UInt8] = []
+            gateway.registry.emit(into: &bytes)
+            return Response(
+                status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
+        }
+        router.get("/") { _, _ in
+            Response(
+                status: .ok, headers: [.contentType: "text/html; charset=utf-8", .cacheControl: "no-cache"],
+                body: .init(byteBuffer: ByteBuffer(string: DashboardPage.html)))
+        }
+    }
+}

@@ -1,0 +1,106 @@
+import Foundation
+public import Hummingbird
+import Logging
+import NIOCore
+import Metrics
+import TidingsCore
+
+/// `POST /events`: publish one event or a batch.
+public struct PublishController<Context: RequestContext>: Sendable {
+    let gateway: Gateway
+
+    public init(gateway: Gateway) {
+        self.gateway = gateway
+    }
+
+    public func addRoutes(to router: Router<Context>) {
+        router.post("/events", use: publish)
+    }
+
+    @Sendable func publish(_ request: Request, context: Context) async throws -> Response {
+        gateway.metrics.publishRequests.increment()
+        do {
+            return try await handle(request)
+        } catch let problem as Problem {
+            gateway.metrics.publishRejected.increment()
+            throw problem
+        }
+    }
+
+    private func handle(_ request: Request) async throws -> Response {
+        let publisher = try await identify(request)
+        guard Self.isJSON(request.headers[.contentType]) else {
+            throw Problem(.unsupportedMediaType, type: "unsupported-media-type", title: "Unsupported Media Type",
+                          detail: "the body must be application/json")
+        }
+        let maxBody = gateway.configuration.maxBody
+        if let length = request.headers[.contentLength].flatMap(Int.init), length > maxBody {
+            throw Self.bodyTooLarge(maxBody)
+        }
+        let body: ByteBuffer
+        do {
+            body = try await request.body.collect(upTo: maxBody)
+        } catch is NIOTooManyBytesError {
+            throw Self.bodyTooLarge(maxBody)
+        }
+        let decoded: PublishRequest
+        do {
+            decoded = try PublishRequest.decode(
+                Array(body.readableBytesView),
+                limits: .init(maxEventBytes: gateway.configuration.maxEventBytes))
+        } catch {
+            throw Problem.publish(error)
+        }
+        var denied: [PublishError.FieldError] = []
+        for (index, event) in decoded.events.enumerated() {
+            for target in event.targets where !publisher.mayPublish(to: target) {
+                let pointer = decoded.isBatch ? "/\(index)" : ""
+                denied.append(.init(pointer: pointer, detail: "this publisher may not publish to \(target)"))
+            }
+        }
+        if !denied.isEmpty {
+            throw Problem.forbidden("the credential may not publish to every target; nothing was stored", errors: denied)
+        }
+        let ids: [EventID]
+        do {
+            ids = try await gateway.store.publish(decoded.events, publisher: publisher.id)
+        } catch {
+            gateway.logger.error("publish failed", metadata: ["error.type": "\(String(reflecting: type(of: error)))", "error": "\(error)"])
+            throw Problem.unavailable("the event store is unavailable; nothing was stored, retry later", retryAfter: 2)
+        }
+        let json: String
+        if decoded.isBatch {
+            json = #"{"ids":["# + ids.map { "\"\($0)\"" }.joined(separator: ",") + "]}"
+        } else {
+            json = #"{"id":"\#(ids[0])"}"#
+        }
+        return Response(status: .accepted, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: json)))
+    }
+
+    private func identify(_ request: Request) async throws -> Publisher {
+        guard let credential = request.bearerCredential else {
+            throw Problem.unauthorized("publishing needs Authorization: Bearer <token or publish key>")
+        }
+        guard !credential.isEmpty else {
+            throw Problem.unauthorized("the Authorization header must be \"Bearer <token or publish key>\"")
+        }
+        do {
+            return try await gateway.authenticator.publisher(credential: credential)
+        } catch .notAPublisher {
+            throw Problem.forbidden("the token has no publish claim")
+        } catch {
+            throw Problem.unauthorized(error.description)
+        }
+    }
+
+    static func isJSON(_ contentType: String?) -> Bool {
+        guard let contentType else { return false }
+        let mediaType = contentType.split(separator: ";", maxSplits: 1)[0].trimmingCharacters(in: .whitespaces).lowercased()
+        return mediaType == "application/json" || (mediaType.hasPrefix("application/") && mediaType.hasSuffix("+json"))
+    }
+
+    static func bodyTooLarge(_ limit: Int) -> Problem {
+        Problem(.contentTooLarge, type: "body-too-large", title: "Content Too Large",
+                detail: "the body is larger than --max-body (\(limit) bytes)")
+    }
+}

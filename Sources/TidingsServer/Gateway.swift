@@ -1,0 +1,46 @@
+public import Logging
+public import Prometheus
+public import TidingsCore
+
+/// The parts one gateway process shares between its endpoints and services.
+public final class Gateway: Sendable {
+    public let configuration: TidingsConfiguration
+    public let bus: EventBus
+    public let store: any EventStore
+    public let tickets: any TicketStore
+    public let authenticator: Authenticator
+    public let readinessSources: [any ReadinessSource]
+    public let registry: PrometheusCollectorRegistry
+    public let logger: Logger
+    let metrics: GatewayMetrics
+
+    init(
+        configuration: TidingsConfiguration,
+        bus: EventBus,
+        store: any EventStore,
+        tickets: any TicketStore,
+        authenticator: Authenticator,
+        readinessSources: [any ReadinessSource],
+        registry: PrometheusCollectorRegistry,
+        logger: Logger
+    ) {
+        self.configuration = configuration
+        self.bus = bus
+        self.store = store
+        self.tickets = tickets
+        self.authenticator = authenticator
+        self.readinessSources = readinessSources
+        self.registry = registry
+        self.logger = logger
+        self.metrics = GatewayMetrics(factory: PrometheusMetricsFactory(registry: registry))
+    }
+
+    /// Not ready when any source is not.
+    public func readiness() -> Readiness {
+        for source in readinessSources {
+            let readiness = source.readiness()
+            if !readiness.isReady { return readiness }
+        }
+        return .ready
+    }
+}

@@ -1,0 +1,25 @@
+import AsyncAlgorithms
+import Logging
+import NIOCore
+import ServiceLifecycle
+import TidingsCore
+
+/// One timer for all streams: keep-alive comments for idle streams, and the end of streams
+/// whose token expired. A per-connection timer would cost a task wake-up per stream per tick.
+struct BusTicker: Service {
+    let bus: EventBus
+    let keepAlive: Duration
+
+    /// A quarter of the keep-alive interval, between 20 ms and 1 s.
+    var interval: Duration {
+        min(.seconds(1), max(.milliseconds(20), keepAlive / 4))
+    }
+
+    func run() async throws {
+        let keepAlive = TimeAmount.milliseconds(self.keepAlive.milliseconds)
+        let ticks = AsyncTimerSequence(interval: interval, clock: .continuous).cancelOnGracefulShutdown()
+        for await _ in ticks {
+            bus.tick(keepAlive: keepAlive)
+        }
+    }
+}
