@@ -14,9 +14,6 @@ struct EventStream: Sendable {
     let resumePoint: EventID?
     let horizon: EventID
 
-    /// Events fetched per replay query.
-    static let replayPageSize = 500
-
     func run(writer: inout any ResponseBodyWriter) async throws {
         defer { gateway.bus.unsubscribe(subscription) }
         let subscription = self.subscription
@@ -66,33 +63,14 @@ struct EventStream: Sendable {
         }
     }
 
-    /// Sends history after the resume point up to the horizon, with a reset first when part of
-    /// it is gone. Returns the horizon: live events at or below it were in history.
+    /// Sends history up to the horizon; live events at or below it were in history.
     private func replay(after resumePoint: EventID, writer: inout any ResponseBodyWriter) async throws -> EventID {
-        var after = resumePoint
-        var first = true
-        var replayed = 0
-        while after < horizon || first {
-            let page = try await gateway.store.replay(targets: targets, after: after, through: horizon, limit: Self.replayPageSize)
-            if first {
-                first = false
-                if page.hasGap(after: resumePoint) {
-                    try await writer.write(Self.resetFrame(resumePoint: resumePoint, page: page))
-                }
-            }
-            guard let last = page.events.last?.id else { break }
-            try await writer.write(contentsOf: page.events.lazy.map(\.frame))
-            replayed += page.events.count
-            after = last
-            if page.events.count < Self.replayPageSize { break }
+        let replayed = try await Replay.run(
+            store: gateway.store, targets: targets, after: resumePoint, through: horizon
+        ) { frames in
+            try await writer.write(contentsOf: frames)
         }
         gateway.metrics.replayed.increment(by: replayed)
         return horizon
-    }
-
-    static func resetFrame(resumePoint: EventID, page: ReplayPage) -> ByteBuffer {
-        let oldest = page.oldestRetained.map { "\"\($0)\"" } ?? "null"
-        let data = #"{"reason":"history_expired","last_event_id":"\#(resumePoint)","oldest_available":\#(oldest)}"#
-        return SSEFrame.event(id: page.resetID, type: .reset, data: data)
     }
 }
