@@ -13,7 +13,6 @@ let package = Package(
     products: [
         .executable(name: "tidings", targets: ["TidingsCLI"]),
         .library(name: "TidingsCore", targets: ["TidingsCore"]),
-        .library(name: "TidingsPostgres", targets: ["TidingsPostgres"]),
         .library(name: "TidingsServer", targets: ["TidingsServer"]),
     ],
     dependencies: [
@@ -48,23 +47,9 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .target(
-            name: "TidingsPostgres",
-            dependencies: [
-                "CLibPQ",
-                "TidingsCore",
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "Logging", package: "swift-log"),
-                .product(name: "Metrics", package: "swift-metrics"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-            ],
-            swiftSettings: swiftSettings
-        ),
-        .target(
             name: "TidingsServer",
             dependencies: [
                 "TidingsCore",
-                "TidingsPostgres",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "JWTKit", package: "jwt-kit"),
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -82,7 +67,6 @@ let package = Package(
             dependencies: [
                 "TidingsServer",
                 "TidingsCore",
-                "TidingsPostgres",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "JWTKit", package: "jwt-kit"),
@@ -108,11 +92,6 @@ let package = Package(
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
-            swiftSettings: swiftSettings
-        ),
-        .testTarget(
-            name: "TidingsPostgresTests",
-            dependencies: ["TidingsPostgres", "TidingsCore"],
             swiftSettings: swiftSettings
         ),
     ]

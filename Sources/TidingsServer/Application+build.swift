@@ -6,7 +6,7 @@ public import TidingsCore
 
 /// A built gateway: the Hummingbird application to run and the parts behind it.
 public struct TidingsApplication: Sendable {
-    public let application: Application<RouterResponder<BasicRequestContext>>
+    public let application: Application<RouterResponder<TidingsRequestContext>>
     public let gateway: Gateway
 }
 
@@ -51,8 +51,8 @@ public func buildApplication(
 }
 
 /// The routes of the contract.
-public func buildRouter(gateway: Gateway) -> Router<BasicRequestContext> {
-    let router = Router(context: BasicRequestContext.self)
+public func buildRouter(gateway: Gateway) -> Router<TidingsRequestContext> {
+    let router = Router(context: TidingsRequestContext.self)
     if !gateway.configuration.corsOrigins.isEmpty {
         router.middlewares.add(AllowListCORSMiddleware(origins: gateway.configuration.corsOrigins))
     }

@@ -72,7 +72,8 @@ public final class EventBus: Sendable {
         user: String,
         targets: [Target],
         expiresAt: NIODeadline? = nil,
-        hold: Bool
+        hold: Bool,
+        interrupt: (@Sendable () -> Void)? = nil
     ) throws(Rejection) -> (subscription: Subscription, horizon: EventID) {
         let result: Result<(Subscription, EventID), Rejection> = state.withLock { state in
             if state.shutDown { return .failure(.shuttingDown) }
@@ -86,7 +87,8 @@ public final class EventBus: Sendable {
             let id = state.nextSubscriptionID
             state.nextSubscriptionID += 1
             let subscription = Subscription(
-                id: id, user: user, targets: targets, expiresAt: expiresAt, maxQueue: limits.maxQueue, holding: hold)
+                id: id, user: user, targets: targets, expiresAt: expiresAt, maxQueue: limits.maxQueue, holding: hold,
+                interrupt: interrupt)
             state.all[id] = subscription
             state.perUser[user] = userCount + 1
             for target in targets {
@@ -105,20 +107,24 @@ public final class EventBus: Sendable {
 
     /// Removes a subscription (its stream has ended).
     public func unsubscribe(_ subscription: Subscription) {
-        let removed = state.withLock { state -> Bool in
-            guard state.all.removeValue(forKey: subscription.id) != nil else { return false }
-            let remaining = state.perUser[subscription.user, default: 1] - 1
-            state.perUser[subscription.user] = remaining > 0 ? remaining : nil
-            for target in subscription.targets {
-                state.byTarget[target]?.removeValue(forKey: subscription.id)
-                if state.byTarget[target]?.isEmpty == true { state.byTarget[target] = nil }
-            }
-            return true
+        let removed = state.withLock { Self.remove(subscription, from: &$0) }
+        if removed { recordRemoval(subscription.endReason ?? .clientClosed) }
+    }
+
+    private static func remove(_ subscription: Subscription, from state: inout State) -> Bool {
+        guard state.all.removeValue(forKey: subscription.id) != nil else { return false }
+        let remaining = state.perUser[subscription.user, default: 1] - 1
+        state.perUser[subscription.user] = remaining > 0 ? remaining : nil
+        for target in subscription.targets {
+            state.byTarget[target]?.removeValue(forKey: subscription.id)
+            if state.byTarget[target]?.isEmpty == true { state.byTarget[target] = nil }
         }
-        if removed {
-            metrics.open.decrement()
-            metrics.disconnects(subscription.endReason ?? .clientClosed).increment()
-        }
+        return true
+    }
+
+    private func recordRemoval(_ reason: StreamEnd) {
+        metrics.open.decrement()
+        metrics.disconnects(reason).increment()
     }
 
     /// Delivers an event to every subscription of its targets, once each.
@@ -129,7 +135,7 @@ public final class EventBus: Sendable {
     @discardableResult
     public func deliver(_ event: Event) -> Int {
         var wake: [CheckedContinuation<Void, Never>] = []
-        var overflowed = 0
+        var overflowed: [(Subscription, CheckedContinuation<Void, Never>?)] = []
         let delivered = state.withLock { state -> Int in
             if let id = event.id {
                 guard id > state.lastDelivered else { return -1 }
@@ -149,20 +155,25 @@ public final class EventBus: Sendable {
                         count += 1
                         if let waiter { wake.append(waiter) }
                     case .overflow(let waiter):
-                        overflowed += 1
-                        if let waiter { wake.append(waiter) }
+                        overflowed.append((subscription, waiter))
                     }
                 }
             }
+            // A slow subscriber leaves the bus at once: its slot is free for its reconnect.
+            for (subscription, _) in overflowed { _ = Self.remove(subscription, from: &state) }
             return count
         }
         for waiter in wake { waiter.resume() }
+        for (subscription, waiter) in overflowed {
+            recordRemoval(.slowConsumer)
+            subscription.wake(waiter, endedNow: true, reason: .slowConsumer)
+        }
         if delivered < 0 {
             metrics.outOfOrder.increment()
             return 0
         }
         metrics.delivered.increment(by: Int64(delivered))
-        if overflowed > 0 { metrics.slowConsumers.increment(by: Int64(overflowed)) }
+        if !overflowed.isEmpty { metrics.slowConsumers.increment(by: Int64(overflowed.count)) }
         return delivered
     }
 
@@ -177,13 +188,9 @@ public final class EventBus: Sendable {
     /// Sends keep-alives to streams idle for `keepAlive` and ends streams whose token expired.
     public func tick(now: NIODeadline = .now(), keepAlive: TimeAmount) {
         let subscriptions = state.withLock { Array($0.all.values) }
-        var expired = 0
         for subscription in subscriptions {
-            let (waiter, didExpire) = subscription.tick(now: now, keepAlive: keepAlive)
-            waiter?.resume()
-            if didExpire { expired += 1 }
+            _ = subscription.tick(now: now, keepAlive: keepAlive)
         }
-        _ = expired
     }
 
     /// Ends every stream and refuses new ones.

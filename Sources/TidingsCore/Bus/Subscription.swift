@@ -37,6 +37,9 @@ public final class Subscription: Sendable {
     let expiresAt: NIODeadline?
     private let maxQueue: Int
     private let state: Mutex<State>
+    /// Called when the stream ends while its writer is busy (possibly blocked on a full socket):
+    /// the server closes the connection, so a client that stopped reading cannot hold it open.
+    private let interrupt: (@Sendable () -> Void)?
 
     struct State {
         var queue: [Delivery] = []
@@ -59,7 +62,11 @@ public final class Subscription: Sendable {
         case end(StreamEnd)
     }
 
-    init(id: UInt64, user: String, targets: [Target], expiresAt: NIODeadline?, maxQueue: Int, holding: Bool) {
+    init(
+        id: UInt64, user: String, targets: [Target], expiresAt: NIODeadline?, maxQueue: Int, holding: Bool,
+        interrupt: (@Sendable () -> Void)?
+    ) {
+        self.interrupt = interrupt
         self.id = id
         self.user = user
         self.targets = targets
@@ -100,16 +107,25 @@ public final class Subscription: Sendable {
         }
     }
 
-    /// Ends the stream for `reason` (the first reason wins) and wakes the writer.
+    /// Ends the stream for `reason` (the first reason wins) and wakes the writer, or interrupts
+    /// it when it is busy writing.
     public func finish(_ reason: StreamEnd) {
-        let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
-            if state.end == nil {
-                state.end = reason
-                state.queue.removeAll()
-            }
-            return state.waiter.take()
+        let (waiter, first) = state.withLock { state -> (CheckedContinuation<Void, Never>?, Bool) in
+            guard state.end == nil else { return (state.waiter.take(), false) }
+            state.end = reason
+            state.queue.removeAll()
+            return (state.waiter.take(), true)
         }
-        waiter?.resume()
+        wake(waiter, endedNow: first, reason: reason)
+    }
+
+    /// Resumes an idle writer; interrupts a busy one when the stream has just ended.
+    func wake(_ waiter: CheckedContinuation<Void, Never>?, endedNow: Bool, reason: StreamEnd) {
+        if let waiter {
+            waiter.resume()
+        } else if endedNow, reason != .clientClosed {
+            interrupt?()
+        }
     }
 
     /// The reason the stream ended, if it has.
@@ -139,21 +155,21 @@ public final class Subscription: Sendable {
         case overflow(CheckedContinuation<Void, Never>?)
     }
 
-    /// Checks expiry and keep-alive at `now`; returns the writer to wake, if any. Called by the bus.
-    func tick(now: NIODeadline, keepAlive: TimeAmount) -> (CheckedContinuation<Void, Never>?, expired: Bool) {
-        state.withLock { state in
-            if state.end != nil { return (nil, false) }
-            if let expiresAt, now >= expiresAt {
-                state.end = .tokenExpired
-                state.queue.removeAll()
-                return (state.waiter.take(), true)
-            }
-            if now - state.lastActivity >= keepAlive, !state.keepAliveDue {
-                state.keepAliveDue = true
-                return (state.waiter.take(), false)
-            }
-            return (nil, false)
+    /// Checks expiry and keep-alive at `now`. Called by the bus.
+    /// - Returns: true when the token expired now.
+    func tick(now: NIODeadline, keepAlive: TimeAmount) -> Bool {
+        if let expiresAt, now >= expiresAt {
+            let ended = state.withLock { $0.end == nil }
+            if ended { finish(.tokenExpired) }
+            return ended
         }
+        let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
+            guard state.end == nil, !state.keepAliveDue, now - state.lastActivity >= keepAlive else { return nil }
+            state.keepAliveDue = true
+            return state.waiter.take()
+        }
+        waiter?.resume()
+        return false
     }
 }
 

@@ -5,7 +5,8 @@ import Prometheus
 import TidingsCore
 
 /// `GET /healthz`, `GET /readyz`, `GET /metrics` and the dashboard page `GET /`.
-public struct OperationsController<Context: RequestContext>: Sendable {
+public struct OperationsController: Sendable {
+    public typealias Context = TidingsRequestContext
     let gateway: Gateway
 
     public init(gateway: Gateway) {

@@ -6,7 +6,8 @@ import Metrics
 import TidingsCore
 
 /// `POST /events`: publish one event or a batch.
-public struct PublishController<Context: RequestContext>: Sendable {
+public struct PublishController: Sendable {
+    public typealias Context = TidingsRequestContext
     let gateway: Gateway
 
     public init(gateway: Gateway) {

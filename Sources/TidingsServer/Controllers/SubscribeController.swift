@@ -7,7 +7,8 @@ import Metrics
 import TidingsCore
 
 /// `GET /events`: one Server-Sent Events stream per request.
-public struct SubscribeController<Context: RequestContext>: Sendable {
+public struct SubscribeController: Sendable {
+    public typealias Context = TidingsRequestContext
     let gateway: Gateway
 
     public init(gateway: Gateway) {
@@ -38,7 +39,8 @@ public struct SubscribeController<Context: RequestContext>: Sendable {
         let (subscription, horizon): (Subscription, EventID)
         do {
             (subscription, horizon) = try gateway.bus.subscribe(
-                user: subscriber.user, targets: targets, expiresAt: expiresAt, hold: resumePoint != nil)
+                user: subscriber.user, targets: targets, expiresAt: expiresAt, hold: resumePoint != nil,
+                interrupt: { [channel = context.channel] in channel.close(promise: nil) })
         } catch {
             gateway.metrics.subscribeRejected.increment()
             switch error {

@@ -5,7 +5,8 @@ import TidingsCore
 
 /// `POST /tickets`: a one-time ticket for `GET /events?ticket=…`, for browsers that cannot send
 /// an Authorization header to another origin.
-public struct TicketController<Context: RequestContext>: Sendable {
+public struct TicketController: Sendable {
+    public typealias Context = TidingsRequestContext
     let gateway: Gateway
 
     public init(gateway: Gateway) {

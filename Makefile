@@ -1,0 +1,35 @@
+# Tidings — `make` alone lists the targets.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+PG_DIR ?= $(CURDIR)/.data/postgres
+PG_PORT ?= 55432
+
+.PHONY: help deps build run test bench fmt clean db-start db-stop
+
+help: ## Show every target with its description
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+deps: ## Install missing system packages (libpq-dev, PostgreSQL 15) with apt-get
+	@scripts/install-deps.sh
+
+build: deps ## Build the tidings binary (debug)
+	swift build
+
+run: build ## Start the gateway on 127.0.0.1:8080 and print tokens, curl and psql examples
+	@scripts/run-dev.sh
+
+test: deps ## Run every test suite (starts and removes a throwaway PostgreSQL)
+	@scripts/test.sh
+
+fmt: ## Format Sources and Tests with swift format
+	swift format --in-place --recursive Sources Tests Package.swift
+
+db-start: deps ## Start the private development PostgreSQL in .data/postgres
+	@scripts/pg-cluster.sh start $(PG_DIR) $(PG_PORT)
+
+db-stop: ## Stop the private development PostgreSQL
+	@scripts/pg-cluster.sh stop $(PG_DIR)
+
+clean: db-stop ## Remove build output and local data
+	rm -rf .build .data

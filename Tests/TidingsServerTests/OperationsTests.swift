@@ -1,0 +1,63 @@
+import AsyncHTTPClient
+import Foundation
+import NIOHTTP1
+import ServiceLifecycle
+import Testing
+import TidingsCore
+import TidingsServer
+
+@Suite("Operations and lifecycle")
+struct OperationsTests {
+    @Test func healthReadinessMetricsAndDashboard() async throws {
+        try await TestServer.run { server in
+            #expect(try await server.request(.GET, "/healthz").status == 200)
+            let ready = try await server.request(.GET, "/readyz")
+            #expect(ready.status == 200)
+            #expect(ready.json["status"] as? String == "ready")
+            let stream = try await server.subscribe(token: try await TestServer.token(sub: "u"), headers: [("Last-Event-ID", "0")])
+            try await eventually("subscribed") { server.gateway.bus.subscriptionCount == 1 }
+            try await server.publish(user: "u")
+            _ = try await stream.events(1)
+            let metrics = try await server.request(.GET, "/metrics")
+            #expect(metrics.status == 200)
+            for line in ["tidings_connections_open 1", "tidings_events_published_total 1", "tidings_events_delivered_total 1"] {
+                #expect(metrics.body.contains(line), "metrics lack \(line)")
+            }
+            let page = try await server.request(.GET, "/")
+            #expect(page.status == 200)
+            #expect(page.body.contains("<title>Tidings</title>"))
+        }
+    }
+
+    @Test func corsForListedOriginsOnly() async throws {
+        try await TestServer.run({ $0.corsOrigins = ["https://app.example"] }) { server in
+            let preflight = try await server.request(.OPTIONS, "/events", headers: [("Origin", "https://app.example"), ("Access-Control-Request-Method", "GET")])
+            #expect(preflight.status == 204)
+            #expect(preflight.headers["Access-Control-Allow-Origin"].first == "https://app.example")
+            #expect(preflight.headers["Access-Control-Allow-Credentials"].first == "true")
+            let token = try await TestServer.token(sub: "u")
+            let allowed = try await server.subscribe(token: token, headers: [("Origin", "https://app.example")])
+            #expect(allowed.headers["Access-Control-Allow-Origin"].first == "https://app.example")
+            let other = try await server.request(.GET, "/healthz", headers: [("Origin", "https://evil.example")])
+            #expect(other.headers["Access-Control-Allow-Origin"].isEmpty)
+            let denied = try await server.request(.GET, "/events", headers: [("Origin", "https://app.example")])
+            #expect(denied.status == 401)
+            #expect(denied.headers["Access-Control-Allow-Origin"].first == "https://app.example")
+        }
+    }
+
+    @Test(.timeLimit(.minutes(1))) func gracefulShutdownEndsOpenStreamsPromptly() async throws {
+        let started = ContinuousClock.now
+        let streams = try await TestServer.run({ $0.keepAlive = .seconds(60) }) { server in
+            var streams: [SSEClient] = []
+            for n in 0..<5 { streams.append(try await server.subscribe(token: try await TestServer.token(sub: "u\(n)"))) }
+            try await eventually("subscribed") { server.gateway.bus.subscriptionCount == 5 }
+            return streams
+        }
+        // `run` returns only after the server stopped: it must not wait for the clients.
+        #expect(ContinuousClock.now - started < .seconds(10))
+        for stream in streams {
+            try await eventually("stream closed") { stream.hasEnded }
+        }
+    }
+}

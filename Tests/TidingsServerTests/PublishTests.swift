@@ -1,0 +1,129 @@
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+import NIOHTTP1
+import Testing
+import TidingsCore
+import TidingsServer
+
+@Suite("POST /events over loopback")
+struct PublishTests {
+    /// Everything the store holds for `user`, via a replay from 0.
+    private func stored(_ server: TestServer, user: String = "u") async throws -> [SSEEvent] {
+        let page = try await server.gateway.store.replay(targets: [.user(user)], after: 0, through: .max, limit: 10_000)
+        var parser = SSEParser()
+        return page.events.flatMap { event in
+            parser.feed(event.frame.readableBytesView).compactMap { if case .event(let e) = $0 { return e } else { return nil } }
+        }
+    }
+
+    @Test func singleAndBatchAnswer202WithIds() async throws {
+        try await TestServer.run { server in
+            let one = try await server.publish(#"{"user":"u","event":"a","data":{"k":[1,2]}}"#)
+            #expect(one.status == 202)
+            #expect(one.headers["Content-Type"].first == "application/json")
+            #expect(one.json["id"] as? String == "1")
+            let batch = try await server.publish(#"[{"user":"u","event":"b","data":1},{"users":["u","v"],"event":"c","data":2},{"topic":"t","event":"d","data":3}]"#)
+            #expect(batch.status == 202)
+            #expect(batch.json["ids"] as? [String] == ["2", "3", "4"])
+            #expect(try await stored(server).map(\.type) == ["a", "b", "c"])
+            #expect(try await stored(server).first?.data == #"{"k":[1,2]}"#)
+        }
+    }
+
+    @Test func publisherTokensWithPatterns() async throws {
+        try await TestServer.run { server in
+            let everywhere = try await TestServer.token(sub: "svc", publish: .all(true))
+            #expect(try await server.publish(#"{"user":"u","event":"a","data":1}"#, credential: everywhere).status == 202)
+            let users = try await TestServer.token(sub: "svc2", publish: .patterns(["user:*", "topic:news.*"]))
+            #expect(try await server.publish(#"{"user":"u","event":"a","data":1}"#, credential: users).status == 202)
+            #expect(try await server.publish(#"{"topic":"news.eu","event":"a","data":1}"#, credential: users).status == 202)
+            let denied = try await server.publish(#"[{"user":"u","event":"a","data":1},{"topic":"sports","event":"a","data":1}]"#, credential: users)
+            #expect(denied.status == 403)
+            #expect(denied.pointers == ["/1"])
+            let subscriberOnly = try await TestServer.token(sub: "alice")
+            #expect(try await server.publish(#"{"user":"u","event":"a","data":1}"#, credential: subscriberOnly).status == 403)
+            #expect(try await stored(server).count == 2)
+        }
+    }
+
+    @Test func unknownCredentialsAre401() async throws {
+        try await TestServer.run { server in
+            #expect(try await server.request(.POST, "/events", headers: [("Content-Type", "application/json")], body: "{}").status == 401)
+            #expect(try await server.publish(#"{"user":"u","event":"a","data":1}"#, credential: "wrong-key-0123456789").status == 401)
+            let forged = try await TestServer.token(sub: "svc", publish: .all(true), secret: "not-the-secret-0123456789-0123456789")
+            let reply = try await server.publish(#"{"user":"u","event":"a","data":1}"#, credential: forged)
+            #expect(reply.status == 401)
+            #expect(reply.headers["Content-Type"].first == "application/problem+json")
+            #expect(!reply.body.contains(forged))
+        }
+    }
+
+    @Test func everyErrorCodeIsAProblemAndStoresNothing() async throws {
+        try await TestServer.run({ $0.maxBody = 2_000; $0.maxEventBytes = 100 }) { server in
+            // 415: not JSON
+            let text = try await server.publish(#"{"user":"u","event":"a","data":1}"#, contentType: "text/plain")
+            #expect(text.status == 415)
+            // 400: malformed JSON
+            let malformed = try await server.publish(#"{"user":"u","event":"a","data":1"#)
+            #expect(malformed.status == 400)
+            #expect(malformed.json["status"] as? Int == 400)
+            let badUTF8 = try await server.request(.POST, "/events", headers: [("Authorization", "Bearer \(TestServer.publishKey)"), ("Content-Type", "application/json")], bytes: Array(#"{"user":"u","event":"a","data":""#.utf8) + [0xC3, 0x28] + Array(#""}"#.utf8))
+            #expect(badUTF8.status == 400)
+            // 413: body over --max-body
+            let huge = try await server.publish(#"{"user":"u","event":"a","data":""# + String(repeating: "x", count: 3_000) + #""}"#)
+            #expect(huge.status == 413)
+            // 413: data over --max-event-bytes, with a pointer
+            let bigData = try await server.publish(#"[{"user":"u","event":"a","data":1},{"user":"u","event":"a","data":""# + String(repeating: "x", count: 200) + #""}]"#)
+            #expect(bigData.status == 413)
+            #expect(bigData.pointers == ["/1/data"])
+            // 422: invalid fields, with pointers
+            let invalid = try await server.publish(#"{"user":"bad id","event":"bad\nevent","data":1}"#)
+            #expect(invalid.status == 422)
+            #expect(invalid.headers["Content-Type"].first == "application/problem+json")
+            #expect(Set(invalid.pointers) == ["/user", "/event"])
+            let noTarget = try await server.publish(#"{"event":"a","data":1}"#)
+            #expect(noTarget.status == 422)
+            #expect(try await stored(server).isEmpty)
+            #expect(server.gateway.bus.lastDelivered == 0)
+        }
+    }
+
+    @Test func oneBadItemRejectsTheWholeBatch() async throws {
+        try await TestServer.run { server in
+            var items = (0..<50).map { #"{"user":"u","event":"ok","data":\#($0)}"# }
+            items[37] = #"{"user":"u","event":"ok"}"#
+            let reply = try await server.publish("[" + items.joined(separator: ",") + "]")
+            #expect(reply.status == 422)
+            #expect(reply.pointers == ["/37/data"])
+            #expect(try await stored(server).isEmpty)
+        }
+    }
+
+    @Test func idempotencyKeyReturnsTheFirstId() async throws {
+        try await TestServer.run { server in
+            let body = #"{"user":"u","event":"a","data":1,"idempotency_key":"order-7-shipped"}"#
+            let first = try await server.publish(body)
+            let second = try await server.publish(body)
+            #expect(first.status == 202)
+            #expect(second.status == 202)
+            #expect(first.json["id"] as? String == second.json["id"] as? String)
+            // Another publisher has its own key space.
+            let other = try await server.publish(body, credential: try await TestServer.token(sub: "svc", publish: .all(true)))
+            #expect(other.json["id"] as? String != first.json["id"] as? String)
+            #expect(try await stored(server).count == 2)
+        }
+    }
+
+    @Test func publishedEventsReachSubscribersOnlyAfter202() async throws {
+        try await TestServer.run { server in
+            let stream = try await server.subscribe(token: try await TestServer.token(sub: "u"))
+            try await eventually("subscribed") { server.gateway.bus.subscriptionCount == 1 }
+            let reply = try await server.publish(#"{"user":"u","event":"a","data":{"big":""# + String(repeating: "é", count: 20_000) + #""}}"#)
+            #expect(reply.status == 202)
+            let event = try #require(try await stream.nextEvent())
+            #expect(event.id == reply.json["id"] as? String)
+            #expect(event.data.count > 20_000)
+        }
+    }
+}

@@ -1,0 +1,288 @@
+import AsyncHTTPClient
+import Foundation
+import NIOHTTP1
+import Testing
+import TidingsCore
+import TidingsServer
+
+@Suite("GET /events over loopback")
+struct SubscribeTests {
+    @Test func headersRetryAndCommentComeAtOnce() async throws {
+        try await TestServer.run({ $0.retry = .milliseconds(2500) }) { server in
+            let stream = try await server.subscribe(token: try await TestServer.token(sub: "alice"))
+            #expect(stream.status == 200)
+            #expect(stream.headers["Content-Type"].first == "text/event-stream; charset=utf-8")
+            #expect(stream.headers["Cache-Control"].first == "no-cache")
+            #expect(stream.headers["X-Accel-Buffering"].first == "no")
+            #expect(try await stream.nextMessage(timeout: .seconds(2)) == .retry(2500))
+            #expect(try await stream.nextMessage(timeout: .seconds(2)) == .comment("tidings"))
+            #expect(stream.rawText.hasPrefix("retry: 2500\n: "))
+        }
+    }
+
+    @Test func liveEventsReachOnlyTheirUser() async throws {
+        try await TestServer.run { server in
+            let alice = try await server.subscribe(token: try await TestServer.token(sub: "alice"))
+            let bob = try await server.subscribe(token: try await TestServer.token(sub: "bob"))
+            try await eventually("both subscribed") { server.gateway.bus.subscriptionCount == 2 }
+            let first = try await server.publish(user: "alice", event: "order.updated", data: #"{"id":1,"note":"a\nb"}"#)
+            try await server.publish(user: "bob", event: "other")
+            let second = try await server.publish(user: "alice", event: "order.updated", data: #""x""#)
+            #expect(try await alice.events(2) == [
+                SSEEvent(id: first, type: "order.updated", data: #"{"id":1,"note":"a\nb"}"#),
+                SSEEvent(id: second, type: "order.updated", data: #""x""#),
+            ])
+            #expect(try await bob.events(1).map(\.type) == ["other"])
+        }
+    }
+
+    @Test func keepAliveCommentAfterSilence() async throws {
+        try await TestServer.run({ $0.keepAlive = .milliseconds(400) }) { server in
+            let stream = try await server.subscribe(token: try await TestServer.token(sub: "alice"))
+            _ = try await stream.nextMessage()  // retry
+            _ = try await stream.nextMessage()  // opening comment
+            let start = ContinuousClock.now
+            #expect(try await stream.nextMessage(timeout: .seconds(3)) == .comment("keep-alive"))
+            let waited = ContinuousClock.now - start
+            #expect(waited >= .milliseconds(300), "keep-alive came after \(waited)")
+            // An event resets the silence: no keep-alive right after it.
+            try await server.publish(user: "alice")
+            #expect(try await stream.nextEvent()?.type == "test")
+            let afterEvent = ContinuousClock.now
+            #expect(try await stream.nextMessage(timeout: .seconds(3)) == .comment("keep-alive"))
+            #expect(ContinuousClock.now - afterEvent >= .milliseconds(300))
+        }
+    }
+
+    @Test func replayWithLastEventIDHeaderThenLive() async throws {
+        try await TestServer.run { server in
+            var ids: [String] = []
+            for n in 1...5 { ids.append(try await server.publish(user: "alice", data: "\(n)")) }
+            try await server.publish(user: "bob")
+            let stream = try await server.subscribe(token: try await TestServer.token(sub: "alice"), headers: [("Last-Event-ID", ids[1])])
+            #expect(try await stream.events(3).map(\.id) == Array(ids[2...]).map(Optional.some))
+            let live = try await server.publish(user: "alice", data: "6")
+            #expect(try await stream.nextEvent()?.id == live)
+        }
+    }
+
+    @Test func replayWithQueryParameterAndZeroMeansEverything() async throws {
+        try await TestServer.run { server in
+            for n in 1...3 { try await server.publish(user: "alice", data: "\(n)") }
+            let token = try await TestServer.token(sub: "alice")
+            let all = try await server.subscribe(token: token, query: "last_event_id=0")
+            #expect(try await all.events(3).map(\.data) == ["1", "2", "3"])
+            let some = try await server.subscribe(token: token, query: "last_event_id=2")
+            #expect(try await some.events(1).map(\.data) == ["3"])
+            // The header wins over the query parameter.
+            let header = try await server.subscribe(token: token, query: "last_event_id=0", headers: [("Last-Event-ID", "1")])
+            #expect(try await header.events(2).map(\.data) == ["2", "3"])
+        }
+    }
+
+    @Test func withoutResumePointOnlyLiveEvents() async throws {
+        try await TestServer.run { server in
+            try await server.publish(user: "alice", data: "1")
+            let stream = try await server.subscribe(token: try await TestServer.token(sub: "alice"))
+            try await eventually("subscribed") { server.gateway.bus.subscriptionCount == 1 }
+            try await server.publish(user: "alice", data: "2")
+            #expect(try await stream.events(1).map(\.data) == ["2"])
+        }
+    }
+
+    @Test func resetEventWhenHistoryIsGone() async throws {
+        try await TestServer.run({ $0.memoryMaxEvents = 3 }) { server in
+            for n in 1...6 { try await server.publish(user: "alice", data: "\(n)") }
+            let stream = try await server.subscribe(token: try await TestServer.token(sub: "alice"), headers: [("Last-Event-ID", "1")])
+            let events = try await stream.events(4)
+            #expect(events[0] == SSEEvent(id: "3", type: "tidings.reset", data: #"{"reason":"history_expired","last_event_id":"1","oldest_available":"4"}"#))
+            #expect(events.dropFirst().map(\.data) == ["4", "5", "6"])
+        }
+    }
+
+    @Test func badResumePointIs400() async throws {
+        try await TestServer.run { server in
+            let token = try await TestServer.token(sub: "alice")
+            for bad in ["abc", "-1", "1.5", "99999999999999999999999", "1 2"] {
+                let stream = try await server.subscribe(token: token, headers: [("Last-Event-ID", bad)])
+                #expect(stream.status == 400, "Last-Event-ID \(bad)")
+            }
+            let query = try await server.subscribe(token: token, query: "last_event_id=x")
+            #expect(query.status == 400)
+            #expect(query.headers["Content-Type"].first == "application/problem+json")
+        }
+    }
+
+    @Test func missingOrBadTokensAre401() async throws {
+        try await TestServer.run { server in
+            let none = try await server.subscribe(token: nil)
+            #expect(none.status == 401)
+            #expect(none.headers["Content-Type"].first == "application/problem+json")
+            let problem = try JSONSerialization.jsonObject(with: Data(none.errorBody.utf8)) as? [String: Any]
+            #expect(problem?["status"] as? Int == 401)
+            #expect(problem?["title"] as? String == "Unauthorized")
+            #expect((problem?["type"] as? String)?.isEmpty == false)
+            #expect((problem?["detail"] as? String)?.isEmpty == false)
+
+            let wrongSecret = try await TestServer.token(sub: "alice", secret: "another-secret-0123456789-0123456789")
+            #expect(try await server.subscribe(token: wrongSecret).status == 401)
+            let expired = try await TestServer.token(sub: "alice", expiresIn: -60)
+            #expect(try await server.subscribe(token: expired).status == 401)
+            #expect(try await server.subscribe(token: "not.a.jwt").status == 401)
+            #expect(try await server.subscribe(token: nil, headers: [("Authorization", "Basic YTpi")]).status == 401)
+            let badSub = try await TestServer.token(sub: "has space")
+            #expect(try await server.subscribe(token: badSub).status == 401)
+            // The token is never echoed back.
+            let reply = try await server.subscribe(token: wrongSecret)
+            #expect(!reply.errorBody.contains(wrongSecret))
+        }
+    }
+
+    @Test func tokenFromCookieAndQueryParameter() async throws {
+        try await TestServer.run({ $0.allowQueryToken = false }) { server in
+            let token = try await TestServer.token(sub: "alice")
+            let cookie = try await server.subscribe(token: nil, headers: [("Cookie", "other=1; tidings_token=\(token)")])
+            #expect(cookie.status == 200)
+            let query = try await server.subscribe(token: nil, query: "access_token=\(token)")
+            #expect(query.status == 401)
+        }
+        try await TestServer.run({ $0.allowQueryToken = true }) { server in
+            let token = try await TestServer.token(sub: "alice")
+            let query = try await server.subscribe(token: nil, query: "access_token=\(token)")
+            #expect(query.status == 200)
+            try await eventually("subscribed") { server.gateway.bus.subscriptionCount == 1 }
+            try await server.publish(user: "alice")
+            #expect(try await query.events(1).count == 1)
+        }
+    }
+
+    @Test func issuerAndAudienceAreChecked() async throws {
+        try await TestServer.run({ $0.jwtIssuer = "auth.example"; $0.jwtAudience = "tidings" }) { server in
+            let good = try await TestServer.token(sub: "a", issuer: "auth.example", audience: "tidings")
+            #expect(try await server.subscribe(token: good).status == 200)
+            let wrongIssuer = try await TestServer.token(sub: "a", issuer: "evil", audience: "tidings")
+            #expect(try await server.subscribe(token: wrongIssuer).status == 401)
+            let noAudience = try await TestServer.token(sub: "a", issuer: "auth.example")
+            #expect(try await server.subscribe(token: noAudience).status == 401)
+        }
+    }
+
+    @Test func topicsFollowTheTokensClaimWithPrefixes() async throws {
+        try await TestServer.run { server in
+            let token = try await TestServer.token(sub: "alice", topics: ["news.*", "weather"])
+            let stream = try await server.subscribe(token: token, query: "topic=news.eu&topic=weather")
+            #expect(stream.status == 200)
+            #expect(try await server.subscribe(token: token, query: "topic=sports").status == 403)
+            #expect(try await server.subscribe(token: token, query: "topic=weather.eu").status == 403)
+            #expect(try await server.subscribe(token: token, query: "topic=news.eu&topic=secret").status == 403)
+            #expect(try await server.subscribe(token: try await TestServer.token(sub: "bob"), query: "topic=weather").status == 403)
+            #expect(try await server.subscribe(token: token, query: "topic=bad%20name").status == 400)
+            try await eventually("subscribed") { server.gateway.bus.subscriptionCount == 1 }
+            _ = try await server.publish(#"{"topic":"news.eu","event":"n","data":1}"#)
+            _ = try await server.publish(#"{"topic":"news.us","event":"n","data":2}"#)
+            _ = try await server.publish(#"{"topic":"weather","event":"w","data":3}"#)
+            _ = try await server.publish(#"{"user":"alice","event":"u","data":4}"#)
+            #expect(try await stream.events(3).map(\.data) == ["1", "3", "4"])
+        }
+    }
+
+    @Test func ticketsAreSingleUseAndCarryIdentityAndTopics() async throws {
+        try await TestServer.run { server in
+            let token = try await TestServer.token(sub: "alice", topics: ["news"])
+            #expect(try await server.request(.POST, "/tickets").status == 401)
+            let issued = try await server.request(.POST, "/tickets", headers: [("Authorization", "Bearer \(token)")])
+            #expect(issued.status == 201)
+            #expect(issued.json["expires_in"] as? Int == 30)
+            let ticket = try #require(issued.json["ticket"] as? String)
+            #expect(ticket.count >= 40)
+            let stream = try await server.subscribe(token: nil, query: "ticket=\(ticket)&topic=news")
+            #expect(stream.status == 200)
+            try await eventually("subscribed") { server.gateway.bus.subscriptionCount == 1 }
+            _ = try await server.publish(#"{"topic":"news","event":"n","data":1}"#)
+            #expect(try await stream.events(1).map(\.data) == ["1"])
+            #expect(try await server.subscribe(token: nil, query: "ticket=\(ticket)").status == 401)
+            #expect(try await server.subscribe(token: nil, query: "ticket=made-up").status == 401)
+            let viaCookie = try await server.request(.POST, "/tickets", headers: [("Cookie", "tidings_token=\(token)")])
+            #expect(viaCookie.status == 201)
+            let other = try #require(viaCookie.json["ticket"] as? String)
+            #expect(try await server.subscribe(token: nil, query: "ticket=\(other)&topic=secret").status == 403)
+        }
+    }
+
+    @Test func ticketsExpire() async throws {
+        try await TestServer.run({ $0.ticketTTL = .milliseconds(200) }) { server in
+            let token = try await TestServer.token(sub: "alice")
+            let issued = try await server.request(.POST, "/tickets", headers: [("Authorization", "Bearer \(token)")])
+            let ticket = try #require(issued.json["ticket"] as? String)
+            try await Task.sleep(for: .milliseconds(400))
+            #expect(try await server.subscribe(token: nil, query: "ticket=\(ticket)").status == 401)
+        }
+    }
+
+    @Test func streamEndsWhenTheTokenExpires() async throws {
+        try await TestServer.run({ $0.keepAlive = .milliseconds(200) }) { server in
+            let token = try await TestServer.token(sub: "alice", expiresIn: 2)
+            let stream = try await server.subscribe(token: token)
+            let start = ContinuousClock.now
+            _ = try await stream.eventsUntilEnd(timeout: .seconds(5))
+            let lasted = ContinuousClock.now - start
+            #expect(lasted < .seconds(4), "stream lasted \(lasted)")
+            try await eventually("unsubscribed") { server.gateway.bus.subscriptionCount == 0 }
+        }
+    }
+
+    @Test func closedClientIsNoticedAtOnce() async throws {
+        try await TestServer.run { server in
+            let stream = try await server.subscribe(token: try await TestServer.token(sub: "alice"))
+            try await eventually("subscribed") { server.gateway.bus.subscriptionCount == 1 }
+            stream.close()
+            try await eventually("subscription released", timeout: .seconds(3)) { server.gateway.bus.subscriptionCount == 0 }
+        }
+    }
+
+    @Test func connectionLimitsAnswer503WithRetryAfter() async throws {
+        try await TestServer.run({ $0.maxConnections = 3; $0.maxConnectionsPerUser = 2 }) { server in
+            let alice = try await TestServer.token(sub: "alice")
+            var open = [try await server.subscribe(token: alice), try await server.subscribe(token: alice)]
+            let third = try await server.subscribe(token: alice)
+            #expect(third.status == 503)
+            #expect(third.headers["Retry-After"].first != nil)
+            open.append(try await server.subscribe(token: try await TestServer.token(sub: "bob")))
+            let overall = try await server.subscribe(token: try await TestServer.token(sub: "carol"))
+            #expect(overall.status == 503)
+            #expect(overall.headers["Retry-After"].first != nil)
+            open[0].close()
+            try await eventually("slot freed") { server.gateway.bus.subscriptionCount == 2 }
+            #expect(try await server.subscribe(token: alice).status == 200)
+        }
+    }
+
+    @Test func slowConsumerIsDisconnectedAndLosesNothing() async throws {
+        try await TestServer.run({ $0.maxQueue = 5 }) { server in
+            let token = try await TestServer.token(sub: "alice")
+            let stream = try await server.subscribe(token: token)
+            try await eventually("subscribed") { server.gateway.bus.subscriptionCount == 1 }
+            stream.pause()
+            // 60 KiB events fill the loopback socket buffers quickly; then the queue overflows.
+            let data = "\"" + String(repeating: "x", count: 60_000) + "\""
+            var published: [String] = []
+            for _ in 0..<400 {
+                published.append(try await server.publish(user: "alice", data: data))
+                if server.gateway.bus.subscriptionCount == 0 { break }
+            }
+            #expect(server.gateway.bus.subscriptionCount == 0, "the slow subscriber was not disconnected")
+            for _ in 0..<3 { published.append(try await server.publish(user: "alice", data: data)) }
+            stream.resume()
+            let received = try await stream.eventsUntilEnd(timeout: .seconds(10))
+            let receivedIDs = received.compactMap(\.id)
+            #expect(receivedIDs == Array(published.prefix(receivedIDs.count)), "what arrived is a prefix, in order")
+            #expect(receivedIDs.count < published.count)
+            // Resuming from the last id received delivers the rest: nothing lost, nothing repeated.
+            let resumed = try await server.subscribe(token: token, headers: [("Last-Event-ID", receivedIDs.last ?? "0")])
+            let rest = try await resumed.events(published.count - receivedIDs.count, timeout: .seconds(10))
+            #expect(receivedIDs + rest.compactMap(\.id) == published)
+            let metrics = try await server.request(.GET, "/metrics")
+            #expect(metrics.body.contains(#"tidings_disconnects_total{reason="slow_consumer"} 1"#))
+        }
+    }
+}

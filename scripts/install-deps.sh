@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs what building and testing Tidings needs and the machine lacks: libpq's headers and
+# pkg-config file (the CLibPQ system library), and the PostgreSQL 15 server for `make run` and
+# the database tests. Debian packages only; does nothing when everything is there.
+set -euo pipefail
+
+need=()
+pkg-config --exists libpq 2>/dev/null || need+=(libpq-dev pkg-config)
+[ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql-15)
+command -v psql >/dev/null 2>&1 || need+=(postgresql-client-15)
+command -v curl >/dev/null 2>&1 || need+=(curl)
+
+if [ ${#need[@]} -eq 0 ]; then
+    exit 0
+fi
+echo "install-deps: installing ${need[*]}" >&2
+SUDO=""
+[ "$(id -u)" = 0 ] || SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+# The postgresql-15 package would start a system cluster on 5432; we run private clusters, so
+# keep the package from creating or starting one.
+if [[ " ${need[*]} " == *" postgresql-15 "* ]]; then
+    $SUDO mkdir -p /etc/postgresql-common
+    echo "create_main_cluster = false" | $SUDO tee /etc/postgresql-common/createcluster.conf >/dev/null
+fi
+$SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# `make test`: every test suite, with a throwaway PostgreSQL cluster that is stopped and removed
+# afterwards whatever the result.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PG_DIR="${TIDINGS_TEST_PG_DIR:-$(mktemp -d /tmp/tidings-test-pg.XXXXXX)}"
+PG_PORT="${TIDINGS_TEST_PG_PORT:-55439}"
+
+cleanup() {
+    scripts/pg-cluster.sh stop "$PG_DIR" >/dev/null 2>&1 || true
+    rm -rf "$PG_DIR"
+}
+trap cleanup EXIT
+
+PG_CLUSTER_OPTIONS="-c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
+    scripts/pg-cluster.sh start "$PG_DIR" "$PG_PORT"
+export TIDINGS_TEST_DATABASE_URL="$(scripts/pg-cluster.sh url "$PG_DIR" "$PG_PORT")"
+export TIDINGS_TEST_PG_PORT_BASE=$((PG_PORT + 1))
+
+swift build --build-tests
+LOG="${TIDINGS_TEST_LOG_FILE:-/tmp/tidings-test.log}"
+status=0
+swift test --skip-build "$@" >"$LOG" 2>&1 || status=$?
+if [ "$status" -ne 0 ]; then
+    echo "---- failures (full log: $LOG) ----"
+    grep -E -B2 -A8 "✘|error:|Expectation failed|Fatal error|Test Case .* failed" "$LOG" | head -n 400 || tail -n 100 "$LOG"
+fi
+grep -E "Test run with|Executed [0-9]+ tests" "$LOG" | tail -n 3
+exit "$status"
