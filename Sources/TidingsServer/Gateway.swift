@@ -13,6 +13,8 @@ public final class Gateway: Sendable {
     public let registry: PrometheusCollectorRegistry
     public let logger: Logger
     let metrics: GatewayMetrics
+    /// Per event loop: drains ready streams into their connections.
+    let batchers = LoopBatchers()
 
     init(
         configuration: TidingsConfiguration,

@@ -134,7 +134,7 @@ public final class EventBus: Sendable {
     /// - Returns: how many subscriptions received it.
     @discardableResult
     public func deliver(_ event: Event) -> Int {
-        var wake: [CheckedContinuation<Void, Never>] = []
+        var wake: [Subscription.Wake] = []
         var overflowed: [(Subscription, CheckedContinuation<Void, Never>?)] = []
         let delivered = state.withLock { state -> Int in
             if let id = event.id {
@@ -151,9 +151,9 @@ public final class EventBus: Sendable {
                     switch subscription.enqueue(delivery, dispatch: dispatch) {
                     case .skipped:
                         break
-                    case .queued(let waiter):
+                    case .queued(let toWake):
                         count += 1
-                        if let waiter { wake.append(waiter) }
+                        if case .none = toWake {} else { wake.append(toWake) }
                     case .overflow(let waiter):
                         overflowed.append((subscription, waiter))
                     }
@@ -163,7 +163,7 @@ public final class EventBus: Sendable {
             for (subscription, _) in overflowed { _ = Self.remove(subscription, from: &state) }
             return count
         }
-        for waiter in wake { waiter.resume() }
+        for waker in wake { waker.fire() }
         for (subscription, waiter) in overflowed {
             recordRemoval(.slowConsumer)
             subscription.wake(waiter, endedNow: true, reason: .slowConsumer)

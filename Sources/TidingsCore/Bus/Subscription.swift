@@ -24,10 +24,20 @@ public struct Delivery: Sendable {
     }
 }
 
-/// One open stream's registration on the bus: a bounded queue of encoded events and the one
-/// writer task that drains it.
+/// Writes a subscription's events without a task of its own (for example straight into its
+/// connection on the connection's event loop).
 ///
-/// Publishing appends under this subscription's lock and wakes the writer only if it is idle,
+/// When attached, the subscription calls `schedule` (outside its locks) once when it gets work
+/// while no drain is pending; the driver later calls ``Subscription/drain(into:)``.
+public protocol SubscriptionDriver: AnyObject, Sendable {
+    func schedule()
+}
+
+/// One open stream's registration on the bus: a bounded queue of encoded events.
+///
+/// Two ways to write it: a writer task that waits in ``next(into:)`` (pull), or an attached
+/// ``SubscriptionDriver`` that drains it (push, used for live delivery by the server). Either way
+/// publishing appends under this subscription's lock and wakes the writer only when it is idle,
 /// so while a writer is busy (a slow socket, a burst) events coalesce into its next batch.
 public final class Subscription: Sendable {
     public let id: UInt64
@@ -37,8 +47,8 @@ public final class Subscription: Sendable {
     let expiresAt: NIODeadline?
     private let maxQueue: Int
     private let state: Mutex<State>
-    /// Called when the stream ends while its writer is busy (possibly blocked on a full socket):
-    /// the server closes the connection, so a client that stopped reading cannot hold it open.
+    /// Closes the connection: called when a client stopped reading (slow consumer), or when the
+    /// stream ends while its writer is busy, so such a client cannot hold the connection open.
     private let interrupt: (@Sendable () -> Void)?
 
     struct State {
@@ -47,6 +57,9 @@ public final class Subscription: Sendable {
         var holding: Bool
         var lastDispatch: UInt64 = 0
         var waiter: CheckedContinuation<Void, Never>?
+        var driver: (any SubscriptionDriver)?
+        /// A drain is pending on the driver.
+        var scheduled = false
         var end: StreamEnd?
         var keepAliveDue = false
         var lastActivity: NIODeadline
@@ -77,6 +90,7 @@ public final class Subscription: Sendable {
 
     /// Waits for work. `buffer` must be empty; on `.events` it holds the events to write
     /// (the subscription keeps the old buffer's storage, so steady state allocates nothing).
+    /// With a driver attached, only `.end` is ever returned.
     public func next(into buffer: inout [Delivery]) async -> Next {
         while true {
             if let ready = state.withLock({ $0.take(into: &buffer) }) {
@@ -90,6 +104,28 @@ public final class Subscription: Sendable {
                 }
                 if ready { continuation.resume() }
             }
+        }
+    }
+
+    /// Hands live delivery to `driver`; the writer task then only waits for the end.
+    public func attach(_ driver: any SubscriptionDriver) {
+        let schedule = state.withLock { state -> Bool in
+            state.driver = driver
+            guard state.end == nil, !state.holding, !state.scheduled else { return false }
+            if state.queue.isEmpty && !state.keepAliveDue { return false }
+            state.scheduled = true
+            return true
+        }
+        if schedule { driver.schedule() }
+    }
+
+    /// For the attached driver: takes what is queued (events into `buffer`, or a keep-alive);
+    /// `nil` when there is nothing to write or the stream has ended. Clears the pending drain.
+    public func drain(into buffer: inout [Delivery]) -> Next? {
+        state.withLock { state in
+            state.scheduled = false
+            guard state.end == nil else { return nil }
+            return state.takeWork(into: &buffer)
         }
     }
 
@@ -119,13 +155,13 @@ public final class Subscription: Sendable {
         wake(waiter, endedNow: first, reason: reason)
     }
 
-    /// Resumes an idle writer; interrupts a busy one when the stream has just ended.
+    /// Resumes an idle writer; closes the connection of a slow consumer, and of a writer that is
+    /// busy when its stream has just ended.
     func wake(_ waiter: CheckedContinuation<Void, Never>?, endedNow: Bool, reason: StreamEnd) {
-        if let waiter {
-            waiter.resume()
-        } else if endedNow, reason != .clientClosed {
+        if endedNow, reason == .slowConsumer || (waiter == nil && reason != .clientClosed) {
             interrupt?()
         }
+        waiter?.resume()
     }
 
     /// The reason the stream ended, if it has.
@@ -133,7 +169,27 @@ public final class Subscription: Sendable {
         state.withLock { $0.end }
     }
 
-    /// Queues an event; returns the writer to wake, if it was idle. Called by the bus.
+    enum Wake {
+        case none
+        case writer(CheckedContinuation<Void, Never>)
+        case driver(any SubscriptionDriver)
+
+        func fire() {
+            switch self {
+            case .none: break
+            case .writer(let continuation): continuation.resume()
+            case .driver(let driver): driver.schedule()
+            }
+        }
+    }
+
+    enum EnqueueResult {
+        case skipped
+        case queued(Wake)
+        case overflow(CheckedContinuation<Void, Never>?)
+    }
+
+    /// Queues an event; returns whom to wake. Called by the bus.
     func enqueue(_ delivery: Delivery, dispatch: UInt64) -> EnqueueResult {
         state.withLock { state in
             guard state.end == nil, state.lastDispatch != dispatch else { return .skipped }
@@ -144,15 +200,8 @@ public final class Subscription: Sendable {
                 state.queue.removeAll()
                 return .overflow(state.waiter.take())
             }
-            if state.holding { return .queued(nil) }
-            return .queued(state.waiter.take())
+            return .queued(state.wakeForWork())
         }
-    }
-
-    enum EnqueueResult {
-        case skipped
-        case queued(CheckedContinuation<Void, Never>?)
-        case overflow(CheckedContinuation<Void, Never>?)
     }
 
     /// Checks expiry and keep-alive at `now`. Called by the bus.
@@ -163,23 +212,41 @@ public final class Subscription: Sendable {
             if ended { finish(.tokenExpired) }
             return ended
         }
-        let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
-            guard state.end == nil, !state.keepAliveDue, now - state.lastActivity >= keepAlive else { return nil }
+        let wake = state.withLock { state -> Wake in
+            guard state.end == nil, !state.keepAliveDue, now - state.lastActivity >= keepAlive else { return .none }
             state.keepAliveDue = true
-            return state.waiter.take()
+            return state.wakeForWork()
         }
-        waiter?.resume()
+        wake.fire()
         return false
     }
 }
 
 extension Subscription.State {
+    /// Work for a waiting writer task: the end, or (without a driver) events and keep-alives.
     var hasWork: Bool {
-        end != nil || keepAliveDue || (!holding && !queue.isEmpty)
+        end != nil || (driver == nil && (keepAliveDue || (!holding && !queue.isEmpty)))
+    }
+
+    /// Who must act now that there is work: the driver if no drain is pending, else the writer
+    /// task if it waits; nobody while replay holds the queue or a drain is already pending.
+    mutating func wakeForWork() -> Subscription.Wake {
+        if holding { return .none }
+        if let driver {
+            if scheduled { return .none }
+            scheduled = true
+            return .driver(driver)
+        }
+        return waiter.take().map { .writer($0) } ?? .none
     }
 
     mutating func take(into buffer: inout [Delivery]) -> Subscription.Next? {
         if let end { return .end(end) }
+        if driver != nil { return nil }
+        return takeWork(into: &buffer)
+    }
+
+    mutating func takeWork(into buffer: inout [Delivery]) -> Subscription.Next? {
         if !holding, !queue.isEmpty {
             swap(&queue, &buffer)
             keepAliveDue = false

@@ -60,7 +60,7 @@ public struct SubscribeController: Sendable {
                 "tidings.resume": resumePoint.map { .stringConvertible($0) } ?? "none",
             ])
         let stream = EventStream(
-            gateway: gateway, subscription: subscription, targets: Set(targets),
+            gateway: gateway, channel: context.channel, subscription: subscription, targets: Set(targets),
             resumePoint: resumePoint, horizon: horizon)
         var headers = HTTPFields()
         headers[.contentType] = "text/event-stream; charset=utf-8"

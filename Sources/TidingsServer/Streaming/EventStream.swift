@@ -9,6 +9,7 @@ import TidingsCore
 /// Writes one subscriber's stream: preamble, replay, then live events until it ends.
 struct EventStream: Sendable {
     let gateway: Gateway
+    let channel: any Channel
     let subscription: Subscription
     let targets: Set<Target>
     let resumePoint: EventID?
@@ -44,22 +45,13 @@ struct EventStream: Sendable {
             let lastReplayed = try await replay(after: resumePoint, writer: &writer)
             subscription.release(afterReplayThrough: lastReplayed)
         }
-        var batch: [Delivery] = []
-        while true {
-            switch await subscription.next(into: &batch) {
-            case .events:
-                if batch.count == 1 {
-                    try await writer.write(batch[0].frame)
-                } else {
-                    try await writer.write(contentsOf: batch.lazy.map(\.frame))
-                }
-                batch.removeAll(keepingCapacity: true)
-            case .keepAlive:
-                try await writer.write(SSEFrame.keepAlive)
-            case .end(let reason):
-                gateway.logger.debug("stream ended", metadata: ["tidings.reason": .string(reason.rawValue)])
-                return
-            }
+        // Live events go straight from the bus into the connection on its event loop; this task
+        // only waits for the end of the stream.
+        let sink = ChannelSink(channel: channel, subscription: subscription, batcher: gateway.batchers.batcher(for: channel.eventLoop))
+        try await sink.start()
+        var unused: [Delivery] = []
+        if case .end(let reason) = await subscription.next(into: &unused) {
+            gateway.logger.debug("stream ended", metadata: ["tidings.reason": .string(reason.rawValue)])
         }
     }
 
