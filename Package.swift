@@ -13,6 +13,7 @@ let package = Package(
     products: [
         .executable(name: "tidings", targets: ["TidingsCLI"]),
         .library(name: "TidingsCore", targets: ["TidingsCore"]),
+        .library(name: "TidingsPostgres", targets: ["TidingsPostgres"]),
         .library(name: "TidingsServer", targets: ["TidingsServer"]),
     ],
     dependencies: [
@@ -49,9 +50,33 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .target(
+            name: "TidingsPostgres",
+            dependencies: [
+                "CLibPQ",
+                "TidingsCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings,
+            plugins: ["EmbedMigrations"]
+        ),
+        .executableTarget(
+            name: "EmbedMigrationsTool",
+            swiftSettings: swiftSettings
+        ),
+        .plugin(
+            name: "EmbedMigrations",
+            capability: .buildTool(),
+            dependencies: ["EmbedMigrationsTool"]
+        ),
+        .target(
             name: "TidingsServer",
             dependencies: [
                 "TidingsCore",
+                "TidingsPostgres",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "JWTKit", package: "jwt-kit"),
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -81,6 +106,7 @@ let package = Package(
             dependencies: [
                 "TidingsServer",
                 "TidingsCore",
+                "TidingsPostgres",
                 "TidingsBench",
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -103,9 +129,26 @@ let package = Package(
             dependencies: [
                 "TidingsServer",
                 "TidingsCore",
+                "TidingsPostgres",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "JWTKit", package: "jwt-kit"),
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+            .testTarget(
+            name: "TidingsPostgresTests",
+            dependencies: [
+                "TidingsPostgres",
+                "TidingsCore",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "MetricsTestKit", package: "swift-metrics"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: swiftSettings

@@ -7,7 +7,7 @@ struct Tidings: AsyncParsableCommand {
         commandName: "tidings",
         abstract: "A Server-Sent Events notification gateway.",
         discussion: "Every flag can also be set with an environment variable TIDINGS_<FLAG_IN_CAPS> (for example TIDINGS_JWT_SECRET).",
-        subcommands: [Serve.self, Migrate.self, Token.self, Publish.self, Tail.self]
+        subcommands: [Serve.self, Migrate.self, Token.self, Publish.self, Tail.self, Bench.self]
     )
 
     static func main() async {

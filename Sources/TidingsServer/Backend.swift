@@ -2,12 +2,14 @@ import Logging
 import Metrics
 import ServiceLifecycle
 import TidingsCore
+import TidingsPostgres
 
 /// Where a gateway keeps events: memory, or PostgreSQL with `--database-url`.
 struct Backend {
     var store: any EventStore
     var tickets: any TicketStore
     var readinessSources: [any ReadinessSource]
+    /// Services to run before the HTTP server (and stop after it).
     var services: [any Service]
 
     static func make(
@@ -17,14 +19,27 @@ struct Backend {
         logger: Logger,
         metricsFactory: any MetricsFactory
     ) async throws -> Backend {
-        if configuration.databaseURL != nil {
-            throw ConfigurationError("PostgreSQL mode is not available in this build")
+        guard configuration.databaseURL != nil else {
+            let store = MemoryEventStore(
+                bus: bus,
+                configuration: .init(retention: configuration.retention, maxEvents: configuration.memoryMaxEvents),
+                clock: clock,
+                metricsFactory: metricsFactory)
+            return Backend(store: store, tickets: MemoryTicketStore(clock: clock), readinessSources: [], services: [])
         }
-        let store = MemoryEventStore(
-            bus: bus,
-            configuration: .init(retention: configuration.retention, maxEvents: configuration.memoryMaxEvents),
-            clock: clock,
-            metricsFactory: metricsFactory)
-        return Backend(store: store, tickets: MemoryTicketStore(clock: clock), readinessSources: [], services: [])
+        var postgres = PostgresConfiguration(url: configuration.databaseURL)
+        postgres.wakeup = configuration.wakeup == .poll ? .poll : .notify
+        postgres.pollInterval = configuration.pollInterval
+        postgres.orderWait = configuration.orderWait
+        postgres.retention = configuration.retention
+        let backend: PostgresBackend
+        do {
+            backend = try await PostgresBackend.start(configuration: postgres, bus: bus, logger: logger, metricsFactory: metricsFactory)
+        } catch let error as DatabaseUnreachableError {
+            throw DependencyUnavailable("the database is unreachable: \(error)")
+        } catch let error as MigrationError {
+            throw ConfigurationError("\(error)")
+        }
+        return Backend(store: backend.store, tickets: backend.tickets, readinessSources: [backend], services: backend.services)
     }
 }

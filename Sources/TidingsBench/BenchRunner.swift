@@ -1,0 +1,359 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import Foundation
+import Histogram
+import Logging
+import NIOCore
+
+/// Runs one scenario against a gateway and reports what it measured.
+public struct BenchRunner: Sendable {
+    public let options: BenchOptions
+    public let credentials: any BenchCredentials
+    /// Pin the load generator's threads to these CPUs once its event loops exist.
+    public var pinLoadTo: [Int]?
+    /// Progress for people (standard error); the report itself is returned.
+    public let logger: Logger
+
+    public init(options: BenchOptions, credentials: any BenchCredentials, pinLoadTo: [Int]? = nil, logger: Logger) {
+        self.options = options
+        self.credentials = credentials
+        self.pinLoadTo = pinLoadTo
+        self.logger = logger
+    }
+
+    public func run() async throws -> BenchReport {
+        let needed = options.subscribers + options.publishConnections + 64
+        let limit = Self.raiseFileLimit()
+        if limit < needed {
+            throw BenchError("\(options.subscribers) streams need about \(needed) file descriptors; the limit is \(limit) (ulimit -n)")
+        }
+        let harness = try await Harness.make(threads: options.threads, endpoint: options.endpoint)
+        if let pinLoadTo { try CPUAffinity.pinCurrentProcess(to: pinLoadTo) }
+        do {
+            let report: BenchReport
+            switch options.scenario {
+            case .fanout, .users:
+                report = try await load(harness)
+            case .idle:
+                report = try await idle(harness)
+            case .replay:
+                report = try await replay(harness)
+            }
+            await harness.close(publishers: nil)
+            await harness.shutdown()
+            return report
+        } catch {
+            await harness.close(publishers: nil)
+            await harness.shutdown()
+            throw error
+        }
+    }
+
+    // MARK: - fanout and users
+
+    private func load(_ harness: Harness) async throws -> BenchReport {
+        let fanout = options.scenario == .fanout
+        let specs = try await subscriberSpecs(count: options.subscribers, topic: fanout ? options.topic : nil)
+        let opened = await openStreams(harness, specs)
+        let targeting: PublishBody.Targeting =
+            fanout ? .topic(options.topic) : .users(prefix: options.userPrefix, count: options.subscribers)
+        let publishers = try await harness.publishers(
+            connections: options.publishConnections, token: try await credentials.publisherToken(), body: publishBody(targeting))
+        let mode: PublishMode = options.rate > 0 ? .rate(options.rate) : .flatOut
+        try await harness.start(publishers, mode: mode)
+        logger.info("warming up", metadata: ["seconds": "\(options.warmup.seconds)"])
+        try await Task.sleep(for: options.warmup)
+
+        logger.info("measuring", metadata: ["seconds": "\(options.duration.seconds)"])
+        let window = try await measure(harness, publishers: publishers)
+        let behind = try await harness.stop(publishers)
+        let openNow = try await harness.openStreams()
+        await harness.close(publishers: publishers)
+
+        var report = baseReport(opened: opened, disconnects: window.counters.disconnects, lifetime: try await harness.lifetime())
+        let publish = window.publish ?? PublishCounters()
+        report.publishing = BenchReport.Publishing(
+            requests: publish.requests,
+            acceptedEvents: publish.acceptedEvents,
+            acceptedPerSecond: Double(publish.acceptedEvents) / window.seconds,
+            offeredPerSecond: options.rate > 0 ? options.rate : nil,
+            rejected: Dictionary(uniqueKeysWithValues: publish.rejected.map { ("http_\($0.key)", $0.value) }),
+            connectionErrors: publish.connectionErrors,
+            behind: behind,
+            roundTripMs: Percentiles(micros: publish.roundTrip),
+            lastError: publish.lastError)
+        let expected = fanout ? publish.acceptedEvents * openNow : publish.acceptedEvents
+        report.delivery = BenchReport.Delivery(
+            events: window.counters.events,
+            perSecond: Double(window.counters.events) / window.seconds,
+            expected: expected,
+            resets: window.counters.resets,
+            untimed: window.counters.untimed,
+            latencyMs: Percentiles(micros: window.counters.latency))
+        report.server = window.server(delivered: window.counters.events)
+        report.load = window.load
+        if window.load.cpuPercent > 90 {
+            report.notes.append("the load generator used \(Int(window.load.cpuPercent))% of a core: it may be the bottleneck (server CPU per delivered event stays honest)")
+        }
+        if behind > 0, options.rate > 0 {
+            report.notes.append("the publishers could not keep the offered rate: raise --publish-connections")
+        }
+        return report
+    }
+
+    // MARK: - idle
+
+    private func idle(_ harness: Harness) async throws -> BenchReport {
+        let specs = try await subscriberSpecs(count: options.subscribers, topic: options.topic)
+        // Warm up the server's lazily created state with a few streams, then take the baseline.
+        let warmSpecs = try await subscriberSpecs(count: 8, topic: options.topic, firstUser: options.subscribers)
+        _ = await harness.open(warmSpecs, perSecond: 1000, firstIndex: options.subscribers)
+        for (loop, pool) in zip(harness.loops, harness.pools) {
+            for index in options.subscribers..<(options.subscribers + 8) {
+                try? await loop.flatSubmit { pool.value.close(index: index) }.get()
+            }
+        }
+        try await Task.sleep(for: .seconds(1))
+        let baseline = options.serverPID.flatMap(ProcessSample.read)
+        let opened = await openStreams(harness, specs)
+        logger.info("settling", metadata: ["seconds": "\(options.settle.seconds)"])
+        try await Task.sleep(for: options.settle)
+        logger.info("measuring", metadata: ["seconds": "\(options.duration.seconds)"])
+        let window = try await measure(harness, publishers: nil)
+        var report = baseReport(opened: opened, disconnects: window.counters.disconnects, lifetime: try await harness.lifetime())
+        if var server = window.server(delivered: 0), let baseline {
+            server.baselineRSSBytes = baseline.rssBytes
+            if opened.opened > 0 {
+                server.memoryPerConnectionBytes = Double(server.rssBytes - baseline.rssBytes) / Double(opened.opened)
+            }
+            report.server = server
+        }
+        report.load = window.load
+        report.notes.append("memory per connection = (RSS with the streams open − RSS before) / streams open")
+        return report
+    }
+
+    // MARK: - replay
+
+    private func replay(_ harness: Harness) async throws -> BenchReport {
+        let loop = harness.loops[0]
+        let pool = harness.pools[0]
+        try await loop.submit { pool.value.reconnect = false }.get()
+        let topic = options.topic
+        let publishers = try await harness.publishers(
+            connections: 1, token: try await credentials.publisherToken(), body: publishBody(.topic(topic)))
+        if options.background > 0 {
+            logger.info("pre-filling the store", metadata: ["events": "\(options.background)"])
+            let other = PublishBody(targeting: .topic(topic + ".background"), eventType: options.eventType, batch: 1_000, padding: padding)
+            var published = 0
+            while published < options.background {
+                let batch = min(1_000, options.background - published)
+                let body = PublishBody(targeting: other.targeting, eventType: other.eventType, batch: batch, padding: padding)
+                let (status, text) = try await harness.publish(publishers, json: json(body, sequence: published), events: batch)
+                guard status == 202 else { throw BenchError("pre-fill publish failed: HTTP \(status) \(text)") }
+                published += batch
+            }
+        }
+        let spec = try await subscriberSpecs(count: 1, topic: topic)[0]
+        var times: [Double] = []
+        var histogram = LoadCounters().latency
+        let started = ContinuousClock.now
+        var opened = Harness.Opened()
+        for iteration in 0..<options.iterations {
+            guard ContinuousClock.now - started < .seconds(600) else { break }
+            // 1. A live stream sees a marker event: its id is the resume point.
+            let marker = iteration * 2
+            let markerSeen = try await expect(events: 1, on: harness, index: marker)
+            let live = await harness.open([spec], perSecond: 1000, firstIndex: marker)
+            opened.opened += live.opened
+            opened.failed += live.failed
+            guard live.opened == 1 else { throw BenchError("cannot open the replay stream") }
+            let (status, text) = try await harness.publish(
+                publishers, json: json(PublishBody(targeting: .topic(topic), eventType: options.eventType, batch: 1, padding: padding), sequence: 0),
+                events: 1)
+            guard status == 202 else { throw BenchError("publish failed: HTTP \(status) \(text)") }
+            let (resumeID, _) = try await markerSeen.get()
+            guard let resumeID else { throw BenchError("the marker event had no id: replay needs a server with event ids") }
+            try await loop.flatSubmit { pool.value.close(index: marker) }.get()
+            // 2. Events published while it is away.
+            var published = 0
+            while published < options.missed {
+                let batch = min(1_000, options.missed - published)
+                let body = PublishBody(targeting: .topic(topic), eventType: options.eventType, batch: batch, padding: padding)
+                let (status, text) = try await harness.publish(publishers, json: json(body, sequence: published), events: batch)
+                guard status == 202 else { throw BenchError("publish failed: HTTP \(status) \(text)") }
+                published += batch
+            }
+            // 3. Reconnect with Last-Event-ID and time the arrival of the last missed event.
+            let resumed = iteration * 2 + 1
+            let allSeen = try await expect(events: options.missed, on: harness, index: resumed)
+            let t0 = NIODeadline.now().uptimeNanoseconds
+            let reopened = await harness.open([spec], perSecond: 1000, firstIndex: resumed, lastEventID: resumeID)
+            opened.opened += reopened.opened
+            opened.failed += reopened.failed
+            if reopened.opened == 1, let (_, t1) = try? await allSeen.get() {
+                let micros = (t1 - t0) / 1000
+                times.append(Double(micros) / 1000)
+                _ = histogram.record(micros)
+            }
+            try await loop.flatSubmit { pool.value.close(index: resumed) }.get()
+        }
+        await harness.close(publishers: publishers)
+        var report = baseReport(opened: opened, disconnects: 0, lifetime: try await harness.lifetime())
+        report.replay = BenchReport.Replay(
+            missed: options.missed, iterations: options.iterations, completed: times.count,
+            timeMs: Percentiles(micros: histogram), background: options.background)
+        if let pid = options.serverPID, let sample = ProcessSample.read(pid: pid) {
+            report.server = BenchReport.Server(
+                pid: pid, cpuSeconds: sample.cpuSeconds, cpuPercent: 0, cpuSecondsPerMillionDelivered: nil,
+                rssBytes: sample.rssBytes, baselineRSSBytes: nil, memoryPerConnectionBytes: nil, threads: sample.threads)
+        }
+        return report
+    }
+
+    /// A future that succeeds with (last id, arrival time) once stream `index` has received
+    /// `count` events (resets not counted), or fails after 30 seconds.
+    private func expect(events count: Int, on harness: Harness, index: Int) async throws -> EventLoopFuture<(Int64?, UInt64)> {
+        let loop = harness.loops[index % harness.loops.count]
+        let pool = harness.pools[index % harness.loops.count]
+        let promise = loop.makePromise(of: (Int64?, UInt64).self)
+        try await loop.submit {
+            var received = 0
+            pool.value.observer = { eventIndex, event in
+                guard eventIndex == index, !event.isReset else { return }
+                received += 1
+                if received == count { promise.succeed((event.id, NIODeadline.now().uptimeNanoseconds)) }
+            }
+            loop.assumeIsolated().scheduleTask(in: .seconds(30)) {
+                promise.fail(BenchError("stream \(index) received \(received) of \(count) events within 30 s"))
+            }
+        }.get()
+        return promise.futureResult
+    }
+
+    // MARK: - shared
+
+    private var padding: String { String(repeating: "x", count: max(0, options.payloadBytes)) }
+
+    private func publishBody(_ targeting: PublishBody.Targeting) -> PublishBody {
+        PublishBody(targeting: targeting, eventType: options.eventType, batch: max(1, options.batch), padding: padding)
+    }
+
+    private func json(_ body: PublishBody, sequence: Int) -> ByteBuffer {
+        var buffer = ByteBufferAllocator().buffer(capacity: 64 * max(1, body.batch))
+        body.write(sequence: UInt64(sequence), sentAt: NIODeadline.now().uptimeNanoseconds, into: &buffer)
+        return buffer
+    }
+
+    private func subscriberSpecs(count: Int, topic: String?, firstUser: Int = 0) async throws -> [SubscriberSpec] {
+        var specs: [SubscriberSpec] = []
+        specs.reserveCapacity(count)
+        let path = options.endpoint.eventsPath + (topic.map { "?topic=\($0)" } ?? "")
+        for index in firstUser..<(firstUser + count) {
+            let token = try await credentials.subscriberToken(user: "\(options.userPrefix)\(index)", topics: topic.map { [$0] } ?? [])
+            specs.append(SubscriberSpec(path: path, token: token))
+        }
+        return specs
+    }
+
+    private func openStreams(_ harness: Harness, _ specs: [SubscriberSpec]) async -> Harness.Opened {
+        logger.info("opening streams", metadata: ["count": "\(specs.count)", "per_second": "\(options.rampPerSecond)"])
+        let logger = self.logger
+        let total = specs.count
+        let opened = await harness.open(specs, perSecond: options.rampPerSecond) { opened, failed in
+            logger.info("opening streams", metadata: ["open": "\(opened)", "failed": "\(failed)", "of": "\(total)"])
+        }
+        logger.info("streams open", metadata: ["open": "\(opened.opened)", "failed": "\(opened.failed)", "seconds": "\(opened.seconds)"])
+        return opened
+    }
+
+    /// What one measurement window saw.
+    private struct Window {
+        var counters: LoadCounters
+        var publish: PublishCounters?
+        var seconds: Double
+        var serverStart: ProcessSample?
+        var serverEnd: ProcessSample?
+        var load: BenchReport.Load
+        var pid: Int32?
+
+        func server(delivered: Int) -> BenchReport.Server? {
+            guard let pid, let serverStart, let serverEnd else { return nil }
+            let cpu = serverEnd.cpuSeconds - serverStart.cpuSeconds
+            return BenchReport.Server(
+                pid: pid, cpuSeconds: cpu, cpuPercent: 100 * cpu / seconds,
+                cpuSecondsPerMillionDelivered: delivered > 0 ? cpu / Double(delivered) * 1e6 : nil,
+                rssBytes: serverEnd.rssBytes, baselineRSSBytes: nil, memoryPerConnectionBytes: nil, threads: serverEnd.threads)
+        }
+    }
+
+    private func measure(_ harness: Harness, publishers: NIOLoopBound<PublisherPool>?) async throws -> Window {
+        let clock = ContinuousClock()
+        let serverStart = options.serverPID.flatMap(ProcessSample.read)
+        let loadStart = ProcessSample.current()
+        let started = clock.now
+        try await harness.beginWindow(publishers: publishers)
+        try await Task.sleep(for: options.duration)
+        let (counters, publish) = try await harness.endWindow(publishers: publishers)
+        let seconds = (clock.now - started).seconds
+        let serverEnd = options.serverPID.flatMap(ProcessSample.read)
+        let loadEnd = ProcessSample.current()
+        let loadCPU = (loadEnd?.cpuSeconds ?? 0) - (loadStart?.cpuSeconds ?? 0)
+        return Window(
+            counters: counters, publish: publish, seconds: seconds, serverStart: serverStart, serverEnd: serverEnd,
+            load: BenchReport.Load(cpuSeconds: loadCPU, cpuPercent: 100 * loadCPU / seconds, rssBytes: loadEnd?.rssBytes ?? 0),
+            pid: options.serverPID)
+    }
+
+    private func baseReport(opened: Harness.Opened, disconnects: Int, lifetime: LoadCounters) -> BenchReport {
+        var errors: [String: Int] = [:]
+        if lifetime.connectFailures > 0 { errors["connect"] = lifetime.connectFailures }
+        if lifetime.protocolErrors > 0 { errors["protocol"] = lifetime.protocolErrors }
+        for (code, count) in lifetime.statusFailures { errors["http_\(code)"] = count }
+        let formatter = ISO8601DateFormatter()
+        return BenchReport(
+            scenario: options.scenario,
+            label: options.label,
+            target: options.endpoint.description,
+            date: formatter.string(from: Date()),
+            settings: BenchReport.Settings(
+                subscribers: options.subscribers,
+                rate: options.rate > 0 ? options.rate : nil,
+                publishConnections: options.publishConnections,
+                batch: options.batch,
+                payloadBytes: options.payloadBytes,
+                durationSeconds: options.duration.seconds,
+                warmupSeconds: options.warmup.seconds,
+                loadThreads: options.threads,
+                serverCPU: options.serverCPU,
+                loadCPU: options.loadCPU),
+            connections: BenchReport.Connections(
+                requested: options.scenario == .replay ? opened.opened + opened.failed : options.subscribers,
+                opened: opened.opened,
+                failed: opened.failed,
+                seconds: opened.seconds,
+                errors: errors,
+                disconnects: disconnects,
+                lastError: lifetime.lastError))
+    }
+
+    /// Raises the soft open-files limit to the hard one; returns the limit now in force.
+    static func raiseFileLimit() -> Int {
+        var limit = rlimit()
+        #if os(Linux)
+        let resource = __rlimit_resource_t(RLIMIT_NOFILE.rawValue)
+        #else
+        let resource = RLIMIT_NOFILE
+        #endif
+        guard getrlimit(resource, &limit) == 0 else { return 1024 }
+        if limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max
+            _ = setrlimit(resource, &limit)
+            _ = getrlimit(resource, &limit)
+        }
+        return Int(clamping: limit.rlim_cur)
+    }
+}

@@ -1,0 +1,91 @@
+import Histogram
+
+/// Counters of one event loop's connections. Touched only on that loop (its pools own it).
+final class LoopStats {
+    /// True inside the measurement window: events and latencies are recorded.
+    var measuring = false
+    var window = LoadCounters()
+    var lifetime = LoadCounters()
+
+    /// Streams that received their response head and are open now.
+    var openStreams = 0
+
+    @inline(__always)
+    func recordEvent(_ event: ScannedEvent, now: UInt64) {
+        lifetime.events += 1
+        if event.isReset { lifetime.resets += 1 }
+        guard measuring else { return }
+        window.events += 1
+        if event.isReset { window.resets += 1 }
+        if let sentAt = event.sentAt {
+            let micros = now > sentAt ? (now - sentAt) / 1000 : 0
+            _ = window.latency.record(min(micros, LoadCounters.latencyLimitMicros))
+        } else {
+            window.untimed += 1
+        }
+    }
+
+    func recordFailure(_ kind: Failure) {
+        lifetime.record(kind)
+        if measuring { window.record(kind) }
+    }
+
+    enum Failure {
+        case connect
+        case status(Int)
+        case protocolError
+        case disconnect
+    }
+
+    func beginWindow() {
+        window = LoadCounters()
+        measuring = true
+    }
+
+    func endWindow() -> LoadCounters {
+        measuring = false
+        return window
+    }
+}
+
+/// What subscribers saw: events, latency (microseconds) and failures.
+struct LoadCounters: Sendable {
+    static let latencyLimitMicros: UInt64 = 600_000_000
+
+    var events = 0
+    var resets = 0
+    /// Events without an embedded send time (not from this tool's publisher).
+    var untimed = 0
+    var latency = Histogram<UInt64>(highestTrackableValue: latencyLimitMicros, numberOfSignificantValueDigits: .three)
+    var connectFailures = 0
+    var statusFailures: [Int: Int] = [:]
+    var protocolErrors = 0
+    /// Streams the server ended (or broke) while the tool was still reading.
+    var disconnects = 0
+    var lastError: String?
+
+    mutating func record(_ failure: LoopStats.Failure) {
+        switch failure {
+        case .connect: connectFailures += 1
+        case .status(let code): statusFailures[code, default: 0] += 1
+        case .protocolError: protocolErrors += 1
+        case .disconnect: disconnects += 1
+        }
+    }
+
+    mutating func add(_ other: LoadCounters) {
+        events += other.events
+        resets += other.resets
+        untimed += other.untimed
+        latency.add(other.latency)
+        connectFailures += other.connectFailures
+        for (code, count) in other.statusFailures { statusFailures[code, default: 0] += count }
+        protocolErrors += other.protocolErrors
+        disconnects += other.disconnects
+        lastError = lastError ?? other.lastError
+    }
+
+    var failures: Int {
+        connectFailures + statusFailures.values.reduce(0, +) + protocolErrors
+    }
+}

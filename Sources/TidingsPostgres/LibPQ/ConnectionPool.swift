@@ -1,0 +1,90 @@
+import Logging
+import NIOPosix
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// A small pool of libpq connections whose calls run on threads of their own (an
+/// `NIOThreadPool` with one thread per connection), never on Swift's cooperative pool.
+///
+/// Connections are opened on first use and reused. One that broke is dropped; an idle one is
+/// checked without blocking before reuse, so a server restart or `pg_terminate_backend` costs a
+/// reconnect, not a failed request.
+final class ConnectionPool: Sendable {
+    private let parameters: ConnectionParameters
+    private let threads: NIOThreadPool
+    private let idle = Mutex<[PGConnection]>([])
+    private let logger: Logger
+
+    init(parameters: ConnectionParameters, size: Int, logger: Logger) {
+        self.parameters = parameters
+        self.logger = logger
+        self.threads = NIOThreadPool(numberOfThreads: max(1, size))
+        threads.start()
+    }
+
+    /// Runs `body` with a connection on a pool thread.
+    func withConnection<T: Sendable>(_ body: @escaping @Sendable (PGConnection) throws -> T) async throws -> T {
+        do {
+            return try await threads.runIfActive { [self] in
+                let connection = try checkOut()
+                do {
+                    let value = try body(connection)
+                    checkIn(connection)
+                    return value
+                } catch {
+                    checkIn(connection)
+                    throw error
+                }
+            }
+        } catch is NIOThreadPoolError.ThreadPoolInactive {
+            throw PostgresError(.shutDown)
+        }
+    }
+
+    /// Closes every connection and stops the threads.
+    func shutdown() async {
+        try? await threads.shutdownGracefully()
+        let connections = idle.withLock { idle in
+            defer { idle.removeAll() }
+            return idle
+        }
+        for connection in connections { connection.close() }
+    }
+
+    private func checkOut() throws(PostgresError) -> PGConnection {
+        while let connection = idle.withLock({ $0.popLast() }) {
+            if isUsable(connection) { return connection }
+            connection.close()
+        }
+        return try PGConnection.connect(parameters, logger: logger)
+    }
+
+    private func checkIn(_ connection: PGConnection) {
+        if connection.isBroken || connection.isInTransaction {
+            connection.close()
+            return
+        }
+        idle.withLock { $0.append(connection) }
+    }
+
+    /// An idle connection has nothing to read; if it has, the server closed it or sent a
+    /// FATAL error (terminated backend, restart), so it is consumed and checked.
+    private func isUsable(_ connection: PGConnection) -> Bool {
+        guard !connection.isBroken else { return false }
+        var descriptor = pollfd(fd: connection.socket, events: Int16(POLLIN), revents: 0)
+        let ready = poll(&descriptor, 1, 0)
+        guard ready > 0 else { return ready == 0 }
+        do {
+            try connection.consumeInput()
+        } catch {
+            return false
+        }
+        while connection.nextNotification() != nil {}
+        return !connection.isBroken
+    }
+}

@@ -1,0 +1,210 @@
+import CLibPQ
+import Logging
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// One libpq connection. Every method blocks: call them only on a thread of a connection pool
+/// or the listener's own thread, never on Swift's cooperative pool or an event loop.
+///
+/// `@unchecked Sendable`: a connection is used by one thread at a time — the pool hands it to
+/// one job at once, the listener keeps its own — and libpq needs no more than that.
+final class PGConnection: @unchecked Sendable {
+    private let handle: OpaquePointer
+    private let notices: Unmanaged<NoticeSink>
+    private var closed = false
+
+    private init(handle: OpaquePointer, notices: Unmanaged<NoticeSink>) {
+        self.handle = handle
+        self.notices = notices
+    }
+
+    deinit {
+        close()
+    }
+
+    /// Connects; libpq's `PG*` environment variables fill in whatever the parameters omit.
+    static func connect(_ parameters: ConnectionParameters, logger: Logger) throws(PostgresError) -> PGConnection {
+        let pairs = parameters.pairs
+        let keywords = pairs.map { strdup($0.0) }
+        let values = pairs.map { strdup($0.1) }
+        defer {
+            keywords.forEach { free($0) }
+            values.forEach { free($0) }
+        }
+        var keywordPointers = keywords.map { UnsafePointer($0) } + [nil]
+        var valuePointers = values.map { UnsafePointer($0) } + [nil]
+        let handle = keywordPointers.withUnsafeMutableBufferPointer { keywordBuffer in
+            valuePointers.withUnsafeMutableBufferPointer { valueBuffer in
+                PQconnectdbParams(keywordBuffer.baseAddress, valueBuffer.baseAddress, 1)
+            }
+        }
+        guard let handle else {
+            throw PostgresError(.connectionFailed, serverMessage: "out of memory")
+        }
+        guard PQstatus(handle) == CONNECTION_OK else {
+            let message = String(cString: PQerrorMessage(handle))
+            PQfinish(handle)
+            throw PostgresError(.connectionFailed, serverMessage: message)
+        }
+        let sink = Unmanaged.passRetained(NoticeSink(logger: logger))
+        PQsetNoticeReceiver(handle, noticeReceiver, sink.toOpaque())
+        return PGConnection(handle: handle, notices: sink)
+    }
+
+    /// Closes the connection (idempotent).
+    func close() {
+        guard !closed else { return }
+        closed = true
+        PQfinish(handle)
+        notices.release()
+    }
+
+    /// True when the connection is known to be unusable.
+    var isBroken: Bool {
+        closed || PQstatus(handle) != CONNECTION_OK
+    }
+
+    /// True inside a transaction block (also a failed one).
+    var isInTransaction: Bool {
+        let status = PQtransactionStatus(handle)
+        return status == PQTRANS_INTRANS || status == PQTRANS_INERROR || status == PQTRANS_ACTIVE
+    }
+
+    /// The server process serving this connection.
+    var backendPID: Int32 {
+        PQbackendPID(handle)
+    }
+
+    /// The socket, for `poll()`.
+    var socket: Int32 {
+        PQsocket(handle)
+    }
+
+    /// Runs one parameterised statement (text format) and returns its rows.
+    @discardableResult
+    func query(_ sql: String, _ parameters: [String?] = []) throws(PostgresError) -> PGRows {
+        let copies = parameters.map { $0.map { strdup($0) } ?? nil }
+        defer { copies.forEach { free($0) } }
+        let pointers = copies.map { UnsafePointer($0) }
+        let result = pointers.withUnsafeBufferPointer { buffer in
+            PQexecParams(handle, sql, Int32(buffer.count), nil, buffer.baseAddress, nil, nil, 0)
+        }
+        return try consume(result)
+    }
+
+    /// Runs one or more statements without parameters (simple query protocol); returns the
+    /// rows of the last one.
+    @discardableResult
+    func execute(_ sql: String) throws(PostgresError) -> PGRows {
+        try consume(PQexec(handle, sql))
+    }
+
+    /// Runs `body` in a transaction: COMMIT when it returns, ROLLBACK when it throws.
+    func transaction<T>(_ body: () throws -> T) throws -> T {
+        try execute("BEGIN")
+        return try inTransaction(body)
+    }
+
+    /// Like `transaction`, for a transaction block the caller has already begun.
+    func inTransaction<T>(_ body: () throws -> T) throws -> T {
+        let value: T
+        do {
+            value = try body()
+        } catch {
+            if !isBroken, isInTransaction { _ = try? execute("ROLLBACK") }
+            throw error
+        }
+        do {
+            try execute("COMMIT")
+        } catch {
+            if !isBroken, isInTransaction { _ = try? execute("ROLLBACK") }
+            throw error
+        }
+        return value
+    }
+
+    /// Reads whatever the server sent (notifications, errors) without blocking.
+    func consumeInput() throws(PostgresError) {
+        if PQconsumeInput(handle) == 0 || PQstatus(handle) != CONNECTION_OK {
+            throw PostgresError(.connectionLost, serverMessage: String(cString: PQerrorMessage(handle)))
+        }
+    }
+
+    /// The next notification received, if any.
+    func nextNotification() -> PGNotification? {
+        guard let notify = PQnotifies(handle) else { return nil }
+        defer { PQfreemem(notify) }
+        return PGNotification(
+            channel: String(cString: notify.pointee.relname),
+            payload: String(cString: notify.pointee.extra),
+            senderPID: notify.pointee.be_pid
+        )
+    }
+
+    private func consume(_ result: OpaquePointer?) throws(PostgresError) -> PGRows {
+        guard let result else {
+            throw PostgresError(
+                PQstatus(handle) == CONNECTION_OK ? .queryFailed : .connectionLost,
+                serverMessage: String(cString: PQerrorMessage(handle)))
+        }
+        defer { PQclear(result) }
+        switch PQresultStatus(result) {
+        case PGRES_TUPLES_OK, PGRES_COMMAND_OK, PGRES_EMPTY_QUERY:
+            return PGRows(result)
+        default:
+            let sqlState = PQresultErrorField(result, fieldCode("C")).map { String(cString: $0) }
+            let message = String(cString: PQresultErrorMessage(result))
+            if PQstatus(handle) != CONNECTION_OK {
+                throw PostgresError(.connectionLost, sqlState: sqlState, serverMessage: message)
+            }
+            throw PostgresError(.queryFailed, sqlState: sqlState, serverMessage: message)
+        }
+    }
+}
+
+/// A notification received on a `LISTEN`ed channel.
+struct PGNotification: Sendable {
+    var channel: String
+    var payload: String
+    var senderPID: Int32
+}
+
+/// Routes the server's notices and warnings to swift-log instead of libpq's stderr.
+private final class NoticeSink {
+    let logger: Logger
+
+    init(logger: Logger) {
+        self.logger = logger
+    }
+}
+
+@inline(__always)
+private func fieldCode(_ ascii: Unicode.Scalar) -> Int32 {
+    Int32(UInt8(ascii: ascii))
+}
+
+private let noticeReceiver: PQnoticeReceiver = { context, result in
+    guard let context, let result else { return }
+    let sink = Unmanaged<NoticeSink>.fromOpaque(context).takeUnretainedValue()
+    let severity = PQresultErrorField(result, fieldCode("V")).map { String(cString: $0) } ?? "NOTICE"
+    let message = PQresultErrorField(result, fieldCode("M")).map { String(cString: $0) } ?? ""
+    let sqlState = PQresultErrorField(result, fieldCode("C")).map { String(cString: $0) } ?? ""
+    let level: Logger.Level
+    switch severity {
+    case "WARNING": level = .warning
+    case "NOTICE", "INFO", "LOG": level = .info
+    default: level = .debug
+    }
+    sink.logger.log(
+        level: level,
+        "PostgreSQL notice",
+        metadata: [
+            PostgresLogKey.severity: .string(severity),
+            PostgresLogKey.sqlState: .string(sqlState),
+            PostgresLogKey.serverMessage: .string(message),
+        ])
+}

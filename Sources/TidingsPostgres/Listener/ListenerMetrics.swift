@@ -1,0 +1,20 @@
+import Metrics
+
+/// The listener's metrics, created once.
+struct ListenerMetrics: Sendable {
+    /// `tidings_listener_reconnects_total`: connections re-established after a loss.
+    let reconnects: Counter
+    /// `tidings_order_wait_expired_total`: holes given up on after `--order-wait`.
+    let orderWaitExpired: Counter
+    /// `tidings_notify_invalid_total`: plain NOTIFY payloads that were not a valid event.
+    let notifyInvalid: Counter
+    /// `tidings_delivery_lag_seconds`: now − created_at when a stored event reaches the bus.
+    let deliveryLag: Recorder
+
+    init(factory: any MetricsFactory) {
+        reconnects = Counter(label: "tidings_listener_reconnects_total", factory: factory)
+        orderWaitExpired = Counter(label: "tidings_order_wait_expired_total", factory: factory)
+        notifyInvalid = Counter(label: "tidings_notify_invalid_total", factory: factory)
+        deliveryLag = Recorder(label: "tidings_delivery_lag_seconds", dimensions: [], aggregate: true, factory: factory)
+    }
+}

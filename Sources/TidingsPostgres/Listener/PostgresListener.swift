@@ -1,0 +1,80 @@
+import Logging
+import Metrics
+import NIOPosix
+import ServiceLifecycle
+import Synchronization
+import TidingsCore
+
+/// The listener service: one dedicated connection and thread that `LISTEN`s on
+/// `tidings_wakeup` (notify mode) and `tidings` (plain NOTIFY events), reads new rows of
+/// `tidings.events` and delivers them to the bus in id order with no gaps.
+///
+/// It waits with `poll()` on the connection's socket and a self-pipe, so it never busy-waits and
+/// stops promptly. A dead connection (error, EOF, TCP keepalive) or a silent one (the periodic
+/// read fails) is replaced with capped exponential backoff; on reconnect it catches up from
+/// the last delivered id, so nothing stored meanwhile is lost. Plain NOTIFY events sent while
+/// it was away are lost — they are ephemeral by contract.
+///
+/// Readiness: `listener_disconnected` while it has no connection, `catching_up` until a read
+/// after (re)connecting reaches the end of the log.
+public final class PostgresListener: Service, ReadinessSource {
+    private let loop: ListenerLoop
+
+    init(
+        parameters: ConnectionParameters,
+        bus: EventBus,
+        horizon: EventID,
+        configuration: PostgresConfiguration,
+        logger: Logger,
+        metricsFactory: any MetricsFactory
+    ) {
+        let settings = ListenerLoop.Settings(
+            wakeup: configuration.wakeup,
+            pollInterval: configuration.pollInterval,
+            safetyPollInterval: configuration.safetyPollInterval,
+            orderWait: configuration.orderWait,
+            pageSize: max(1, configuration.pageSize)
+        )
+        self.loop = ListenerLoop(
+            parameters: parameters,
+            bus: bus,
+            horizon: horizon,
+            settings: settings,
+            logger: logger,
+            metrics: ListenerMetrics(factory: metricsFactory)
+        )
+    }
+
+    public func run() async throws {
+        let thread = NIOThreadPool(numberOfThreads: 1)
+        thread.start()
+        let loop = loop
+        await withTaskCancellationHandler {
+            await withGracefulShutdownHandler {
+                _ = try? await thread.runIfActive { loop.run() }
+            } onGracefulShutdown: {
+                loop.stop()
+            }
+        } onCancel: {
+            loop.stop()
+        }
+        try? await thread.shutdownGracefully()
+    }
+
+    public func readiness() -> Readiness {
+        let status = loop.status.withLock { $0 }
+        if !status.connected { return Readiness(isReady: false, reason: "listener_disconnected") }
+        if !status.caughtUp { return Readiness(isReady: false, reason: "catching_up") }
+        return .ready
+    }
+
+    /// The loop's state, for tests.
+    var status: ListenerLoop.Status {
+        loop.status.withLock { $0 }
+    }
+
+    /// The server process of the listener's connection, while connected.
+    public var backendPID: Int32? {
+        loop.status.withLock { $0.backendPID }
+    }
+}

@@ -1,0 +1,117 @@
+import Logging
+import Metrics
+import ServiceLifecycle
+import TidingsCore
+
+/// PostgreSQL mode in one piece: the store, the tickets, the listener and the pruner.
+///
+/// ```swift
+/// let backend = try await PostgresBackend.start(configuration: config, bus: bus, logger: logger)
+/// // serve with backend.store, backend.tickets, backend (readiness);
+/// // run backend.services before the HTTP server in one ServiceGroup.
+/// ```
+public final class PostgresBackend: ReadinessSource {
+    /// Publishing and replay.
+    public let store: any EventStore
+    /// One-time subscribe tickets, valid on any gateway.
+    public let tickets: any TicketStore
+    /// The listener (stored events to the bus).
+    public let listener: PostgresListener
+    /// The retention pruner.
+    public let pruner: RetentionPruner
+    /// Run these in the ServiceGroup before the HTTP server: the connection pool's lifetime
+    /// (it closes when the group shuts it down, after the services listed after it), the
+    /// listener and the pruner.
+    public let services: [any Service]
+    /// The id the bus horizon was set to at start.
+    public let startHorizon: EventID
+
+    let pool: ConnectionPool
+
+    private init(pool: ConnectionPool, store: PostgresEventStore, tickets: PostgresTicketStore, listener: PostgresListener, pruner: RetentionPruner, horizon: EventID) {
+        self.pool = pool
+        self.store = store
+        self.tickets = tickets
+        self.listener = listener
+        self.pruner = pruner
+        self.startHorizon = horizon
+        self.services = [ConnectionPoolService(pool: pool), listener, pruner]
+    }
+
+    /// Connects, checks that the schema is migrated, writes the wake-up mode and sets the bus
+    /// horizon (where delivery starts: every id at or below it is committed or never will be).
+    ///
+    /// - Throws: `DatabaseUnreachableError` when the database cannot be reached (exit 69),
+    ///   `MigrationError` when migrations are pending or an applied one changed.
+    public static func start(
+        configuration: PostgresConfiguration,
+        bus: EventBus,
+        logger: Logger,
+        metricsFactory: (any MetricsFactory)? = nil
+    ) async throws -> PostgresBackend {
+        let factory = metricsFactory ?? MetricsSystem.factory
+        let parameters = ConnectionParameters(url: configuration.url)
+        let pool = ConnectionPool(parameters: parameters, size: configuration.poolSize, logger: logger)
+        let horizon: EventID
+        do {
+            let mode = configuration.wakeup.rawValue
+            horizon = try await pool.withConnection { connection in
+                let pending = try Migrator.pending(EmbeddedMigrations.all.sorted { $0.name < $1.name }, on: connection)
+                guard pending.isEmpty else { throw MigrationError.notMigrated(pending) }
+                try connection.query(
+                    "UPDATE tidings.settings SET value = $1 WHERE name = 'wakeup' AND value <> $1", [mode])
+                return try connection.query(
+                    "SELECT coalesce(max(value), 0) FROM tidings.state WHERE name IN ('settled_through', 'pruned_through')"
+                ).single().int64(0)
+            }
+        } catch let error as PostgresError where error.code == .connectionFailed {
+            await pool.shutdown()
+            throw DatabaseUnreachableError(underlying: error)
+        } catch {
+            await pool.shutdown()
+            throw error
+        }
+        bus.advance(to: horizon)
+        let start = max(horizon, bus.lastDelivered)
+        logger.info("PostgreSQL backend started", metadata: [PostgresLogKey.horizon: "\(start)"])
+        let listener = PostgresListener(
+            parameters: parameters,
+            bus: bus,
+            horizon: start,
+            configuration: configuration,
+            logger: logger,
+            metricsFactory: factory
+        )
+        let pruner = RetentionPruner(
+            pool: pool, retention: configuration.retention, interval: configuration.pruneInterval, logger: logger)
+        return PostgresBackend(
+            pool: pool,
+            store: PostgresEventStore(pool: pool, retention: configuration.retention, metricsFactory: factory),
+            tickets: PostgresTicketStore(pool: pool),
+            listener: listener,
+            pruner: pruner,
+            horizon: start
+        )
+    }
+
+    /// Not ready while the listener is disconnected or catching up.
+    public func readiness() -> Readiness {
+        listener.readiness()
+    }
+
+    /// Closes the connection pool (when not run through `services`).
+    public func shutdown() async {
+        await pool.shutdown()
+    }
+}
+
+/// Keeps the connection pool open while the service group runs and closes it when the group
+/// shuts this service down (after the services listed after it).
+struct ConnectionPoolService: Service {
+    let pool: ConnectionPool
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        await pool.shutdown()
+    }
+}

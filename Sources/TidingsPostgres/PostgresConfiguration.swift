@@ -1,0 +1,73 @@
+/// How TidingsPostgres talks to the database.
+///
+/// | Property | CLI flag | Default |
+/// | --- | --- | --- |
+/// | `url` | `--database-url` / `DATABASE_URL` | `nil`: libpq's `PG*` environment variables |
+/// | `wakeup` | `--wakeup notify\|poll` | `.notify` |
+/// | `pollInterval` | `--poll-interval` | 100 ms |
+/// | `orderWait` | `--order-wait` | 10 s |
+/// | `retention` | `--retention` | 24 h |
+/// | `poolSize` | — | 4 connections |
+public struct PostgresConfiguration: Sendable {
+    /// How the listener learns that events were stored.
+    public enum Wakeup: String, Sendable, CaseIterable {
+        /// Every transaction that stores events sends one `NOTIFY tidings_wakeup`; the listener
+        /// also reads every `safetyPollInterval` in case a notification was missed.
+        case notify
+        /// No NOTIFY is sent; the listener reads every `pollInterval`.
+        case poll
+    }
+
+    /// A `postgresql://` URL or a `key=value` conninfo string; `nil` leaves everything to
+    /// libpq's `PG*` environment variables and defaults. TCP keepalives and a connect timeout
+    /// are added unless the URL sets them.
+    public var url: String?
+    /// Wake-up mode, written to `tidings.settings` at start (all gateways sharing a database
+    /// should use the same mode: the last one started wins).
+    public var wakeup: Wakeup
+    /// How often the listener reads in `.poll` mode.
+    public var pollInterval: Duration
+    /// How often the listener reads in `.notify` mode without a notification (and checks that
+    /// its connection is alive).
+    public var safetyPollInterval: Duration
+    /// How long delivery waits for an older transaction that is still open before it moves on.
+    public var orderWait: Duration
+    /// How long events (and idempotency keys) are kept.
+    public var retention: Duration
+    /// How often the pruner runs.
+    public var pruneInterval: Duration
+    /// Connections (and threads) for publishing, replay and tickets.
+    public var poolSize: Int
+    /// Most events the listener reads at once.
+    public var pageSize: Int
+
+    public init(
+        url: String? = nil,
+        wakeup: Wakeup = .notify,
+        pollInterval: Duration = .milliseconds(100),
+        safetyPollInterval: Duration = .seconds(2),
+        orderWait: Duration = .seconds(10),
+        retention: Duration = .seconds(24 * 3600),
+        pruneInterval: Duration = .seconds(60),
+        poolSize: Int = 4,
+        pageSize: Int = 500
+    ) {
+        self.url = url
+        self.wakeup = wakeup
+        self.pollInterval = pollInterval
+        self.safetyPollInterval = safetyPollInterval
+        self.orderWait = orderWait
+        self.retention = retention
+        self.pruneInterval = pruneInterval
+        self.poolSize = poolSize
+        self.pageSize = pageSize
+    }
+}
+
+extension Duration {
+    /// Seconds as a `Double`.
+    var seconds: Double {
+        let (seconds, attoseconds) = components
+        return Double(seconds) + Double(attoseconds) / 1e18
+    }
+}

@@ -1,0 +1,155 @@
+import Metrics
+import TidingsCore
+
+/// Events in PostgreSQL: `tidings.events`.
+///
+/// `publish` stores a request in one transaction and returns after COMMIT; the listener, not the
+/// store, delivers to the bus. A batch is one multi-row INSERT. Idempotency keys are claimed with
+/// `INSERT … ON CONFLICT` in the same transaction, so of two concurrent publishes with one key
+/// exactly one stores its event (the other waits for it and returns its id).
+///
+/// Retention: an event is gone once it is older than `retention`, even before it is pruned. To
+/// keep "gone" a prefix of the id order, `cut` is the highest id that is pruned or expired and
+/// every id at or below it counts as gone.
+public final class PostgresEventStore: EventStore {
+    private let pool: ConnectionPool
+    private let retention: Duration
+    private let published: Counter
+
+    init(pool: ConnectionPool, retention: Duration, metricsFactory: any MetricsFactory) {
+        self.pool = pool
+        self.retention = retention
+        self.published = Counter(label: "tidings_events_published_total", factory: metricsFactory)
+    }
+
+    public func publish(_ events: [NewEvent], publisher: String) async throws -> [EventID] {
+        guard !events.isEmpty else { return [] }
+        let retentionSeconds = String(retention.seconds)
+        let (ids, stored) = try await pool.withConnection { connection in
+            try Self.publish(events, publisher: publisher, retentionSeconds: retentionSeconds, on: connection)
+        }
+        if stored > 0 { published.increment(by: stored) }
+        return ids
+    }
+
+    /// The transaction of one publish request; returns the ids and how many events it stored.
+    static func publish(
+        _ events: [NewEvent],
+        publisher: String,
+        retentionSeconds: String,
+        on connection: PGConnection
+    ) throws -> ([EventID], Int) {
+        // The first occurrence of each key in the request; later ones repeat its id.
+        var firstIndexOfKey: [String: Int] = [:]
+        var keys: [String] = []
+        for (index, event) in events.enumerated() {
+            guard let key = event.idempotencyKey, firstIndexOfKey[key] == nil else { continue }
+            firstIndexOfKey[key] = index
+            keys.append(key)
+        }
+        // The transaction id before any event id (see DeliveryOrder).
+        try connection.execute("BEGIN; SELECT pg_current_xact_id()")
+        return try connection.inTransaction {
+            var existing: [String: EventID] = [:]
+            if !keys.isEmpty {
+                let claimed = try connection.query(
+                    """
+                    INSERT INTO tidings.idempotency_keys AS k (publisher, key)
+                    SELECT $1, unnest($2::text[])
+                    ON CONFLICT (publisher, key) DO UPDATE SET event_id = NULL, created_at = now()
+                        WHERE k.created_at < now() - $3::float8 * interval '1 second'
+                    RETURNING key
+                    """,
+                    [publisher, PGArray.text(keys.sorted()), retentionSeconds])  // sorted: one lock order, no deadlock
+                let claimedKeys = Set(try claimed.rows.map { try $0.string(0) })
+                let taken = keys.filter { !claimedKeys.contains($0) }
+                if !taken.isEmpty {
+                    let rows = try connection.query(
+                        "SELECT key, event_id FROM tidings.idempotency_keys WHERE publisher = $1 AND key = ANY ($2::text[])",
+                        [publisher, PGArray.text(taken)])
+                    for row in rows.rows {
+                        guard let id = try row.optionalInt64(1) else { throw PostgresError(.unexpectedResult) }
+                        existing[try row.string(0)] = id
+                    }
+                    guard existing.count == taken.count else { throw PostgresError(.unexpectedResult) }
+                }
+            }
+            // Which events are stored: not a repeat of a key used before or earlier in the request.
+            var toStore: [Int] = []
+            for (index, event) in events.enumerated() {
+                if let key = event.idempotencyKey, existing[key] != nil || firstIndexOfKey[key] != index { continue }
+                toStore.append(index)
+            }
+            var ids = [EventID](repeating: 0, count: events.count)
+            if !toStore.isEmpty {
+                let sequence = try connection.query(
+                    "SELECT nextval('tidings.events_id_seq') FROM generate_series(1, $1::int)",
+                    [String(toStore.count)])
+                let newIDs = try sequence.rows.map { try $0.int64(0) }.sorted()
+                guard newIDs.count == toStore.count else { throw PostgresError(.unexpectedResult) }
+                for (offset, index) in toStore.enumerated() { ids[index] = newIDs[offset] }
+                try connection.query(
+                    """
+                    INSERT INTO tidings.events (id, targets, event, data)
+                    SELECT u.id, string_to_array(u.targets, ' '), u.event, u.data::json
+                    FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[]) AS u(id, targets, event, data)
+                    """,
+                    [
+                        PGArray.int64(newIDs),
+                        PGArray.text(toStore.map { events[$0].targets.map(\.description).joined(separator: " ") }),
+                        PGArray.text(toStore.map { events[$0].type.rawValue }),
+                        PGArray.text(toStore.map { events[$0].data }),
+                    ])
+            }
+            for (index, event) in events.enumerated() where ids[index] == 0 {
+                let key = event.idempotencyKey!
+                ids[index] = existing[key] ?? ids[firstIndexOfKey[key]!]
+            }
+            let claimedKeys = keys.filter { existing[$0] == nil }
+            if !claimedKeys.isEmpty {
+                try connection.query(
+                    """
+                    UPDATE tidings.idempotency_keys AS k SET event_id = u.id
+                    FROM unnest($2::text[], $3::bigint[]) AS u(key, id)
+                    WHERE k.publisher = $1 AND k.key = u.key
+                    """,
+                    [publisher, PGArray.text(claimedKeys), PGArray.int64(claimedKeys.map { ids[firstIndexOfKey[$0]!] })])
+            }
+            return (ids, toStore.count)
+        }
+    }
+
+    public func replay(targets: Set<Target>, after: EventID, through: EventID, limit: Int) async throws -> ReplayPage {
+        let retentionSeconds = String(retention.seconds)
+        let targetList = PGArray.text(targets.map(\.description))
+        return try await pool.withConnection { connection in
+            let result = try connection.query(
+                """
+                WITH horizon AS (
+                    SELECT greatest(
+                        (SELECT value FROM tidings.state WHERE name = 'pruned_through'),
+                        (SELECT coalesce(max(id), 0) FROM tidings.events
+                         WHERE created_at < now() - $5::float8 * interval '1 second')
+                    ) AS cut
+                )
+                SELECT h.cut, (SELECT min(id) FROM tidings.events WHERE id > h.cut), \(StoredEvent.columns)
+                FROM horizon AS h
+                LEFT JOIN LATERAL (
+                    SELECT id, targets, event, data, created_at FROM tidings.events
+                    WHERE targets && $1::text[] AND id > greatest($2::bigint, h.cut) AND id <= $3::bigint
+                    ORDER BY id LIMIT $4::int
+                ) AS e ON true
+                ORDER BY e.id
+                """,
+                [targetList, String(after), String(through), String(max(0, limit)), retentionSeconds])
+            let first = try result.single(orMore: true)
+            let cut = try first.int64(0)
+            let oldest = try first.optionalInt64(1)
+            var events: [Event] = []
+            for row in result.rows where !row.isNull(2) {
+                if let event = try StoredEvent.decode(row, at: 2).event { events.append(event) }
+            }
+            return ReplayPage(events: events, cut: cut, oldestRetained: oldest)
+        }
+    }
+}

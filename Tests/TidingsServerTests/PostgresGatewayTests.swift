@@ -1,0 +1,110 @@
+import AsyncHTTPClient
+import Foundation
+import NIOHTTP1
+import Testing
+import TidingsCore
+import TidingsServer
+
+/// The gateway in PostgreSQL mode, over loopback HTTP, against a real PostgreSQL.
+@Suite("PostgreSQL mode over HTTP", .enabled(if: GatewayDatabase.isConfigured, "needs TIDINGS_TEST_DATABASE_URL (make test sets it)"))
+struct PostgresGatewayTests {
+    private func postgres(_ url: String) -> (inout TidingsConfiguration) -> Void {
+        { $0.databaseURL = url; $0.maxEventBytes = 256 << 10 }
+    }
+
+    @Test func restPublishIsStoredThenStreamedAndReplayedFromTheDatabase() async throws {
+        try await GatewayDatabase.with { url in
+            try await TestServer.run(postgres(url)) { server in
+                try await eventually("ready") { try await server.request(.GET, "/readyz").status == 200 }
+                let token = try await TestServer.token(sub: "42")
+                let live = try await server.subscribe(token: token)
+                try await eventually("subscribed") { server.gateway.bus.subscriptionCount == 1 }
+                let big = String(repeating: "x", count: 100_000)
+                let reply = try await server.publish(#"[{"user":"42","event":"a","data":{"n":1}},{"user":"42","event":"b","data":"\#(big)"}]"#)
+                #expect(reply.status == 202)
+                let ids = try #require(reply.json["ids"] as? [String])
+                let events = try await live.events(2)
+                #expect(events.map(\.id) == ids.map(Optional.some))
+                #expect(events[0].data == #"{"n":1}"#)
+                #expect(events[1].data == "\"\(big)\"")
+                let replay = try await server.subscribe(token: token, headers: [("Last-Event-ID", "0")])
+                #expect(try await replay.events(2).map(\.id) == ids.map(Optional.some))
+                // A bad request stores nothing in the database either.
+                #expect(try await server.publish(#"[{"user":"42","event":"ok","data":1},{"user":"bad id","event":"x","data":1}]"#).status == 422)
+                let after = try await server.subscribe(token: token, headers: [("Last-Event-ID", ids[1])])
+                try await server.publish(user: "42", event: "c")
+                #expect(try await after.events(1).map(\.type) == ["c"])
+            }
+        }
+    }
+
+    @Test func twoGatewaysOnOneDatabaseActAsOne() async throws {
+        try await GatewayDatabase.with { url in
+            try await TestServer.run(postgres(url)) { a in
+                try await TestServer.run(postgres(url)) { b in
+                    let token = try await TestServer.token(sub: "42")
+                    let onA = try await a.subscribe(token: token)
+                    let onB = try await b.subscribe(token: token)
+                    try await eventually("subscribed") {
+                        a.gateway.bus.subscriptionCount == 1 && b.gateway.bus.subscriptionCount == 1
+                    }
+                    var published: [String] = []
+                    for n in 0..<10 {
+                        published.append(try await (n % 2 == 0 ? a : b).publish(user: "42", data: "\(n)"))
+                    }
+                    let seenA = try await onA.events(10).map(\.id)
+                    let seenB = try await onB.events(10).map(\.id)
+                    #expect(seenA == published.map(Optional.some))
+                    #expect(seenB == seenA)
+                    // A ticket issued by one gateway is redeemed on the other, once.
+                    let issued = try await a.request(.POST, "/tickets", headers: [("Authorization", "Bearer \(token)")])
+                    let ticket = try #require(issued.json["ticket"] as? String)
+                    #expect(try await b.subscribe(token: nil, query: "ticket=\(ticket)").status == 200)
+                    #expect(try await a.subscribe(token: nil, query: "ticket=\(ticket)").status == 401)
+                    // Idempotency keys are shared too.
+                    let body = #"{"user":"42","event":"once","data":1,"idempotency_key":"k-1"}"#
+                    let first = try await a.publish(body)
+                    let second = try await b.publish(body)
+                    #expect(first.json["id"] as? String == second.json["id"] as? String)
+                }
+            }
+        }
+    }
+
+    @Test func aRestartedGatewayResumesClientsFromTheDatabase() async throws {
+        try await GatewayDatabase.with { url in
+            let token = try await TestServer.token(sub: "42")
+            let firstIDs = try await TestServer.run(postgres(url)) { server in
+                let stream = try await server.subscribe(token: token)
+                try await eventually("subscribed") { server.gateway.bus.subscriptionCount == 1 }
+                var ids: [String] = []
+                for n in 0..<5 { ids.append(try await server.publish(user: "42", data: "\(n)")) }
+                let seen = try await stream.events(3)
+                #expect(seen.map(\.id) == ids.prefix(3).map(Optional.some))
+                return ids
+            }
+            // While no gateway runs, SQL keeps publishing.
+            try await GatewayDatabase.execute(url, "SELECT tidings.publish('user:42', 'offline', '{\"n\": 5}')")
+            try await TestServer.run(postgres(url)) { server in
+                let resumed = try await server.subscribe(token: token, headers: [("Last-Event-ID", firstIDs[2])])
+                let rest = try await resumed.events(3)
+                #expect(Array(rest.map(\.id).prefix(2)) == firstIDs.suffix(2).map(Optional.some))
+                #expect(rest[2].type == "offline")
+                #expect(rest[2].data == #"{"n":5}"#)
+                let next = try await server.publish(user: "42")
+                #expect(try await resumed.nextEvent()?.id == next)
+                #expect(Int(next)! > Int(rest[2].id!)!)
+            }
+        }
+    }
+
+    @Test func anUnreachableDatabaseIsExit69() async throws {
+        let serve = try await CLITests.run(
+            ["serve", "--port", "0", "--database-url", "postgresql://postgres@127.0.0.1:1/none?connect_timeout=2"],
+            environment: ["TIDINGS_JWT_SECRET": TestServer.secret])
+        #expect(serve.status == 69, "\(serve.error)")
+        let migrate = try await CLITests.run(["migrate"], environment: ["DATABASE_URL": "postgresql://postgres@127.0.0.1:1/none?connect_timeout=2"])
+        #expect(migrate.status == 69, "\(migrate.error)")
+        #expect(!migrate.error.contains("password"))
+    }
+}

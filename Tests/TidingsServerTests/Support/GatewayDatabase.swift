@@ -1,0 +1,39 @@
+import Foundation
+import Logging
+import NIOPosix
+import Testing
+import TidingsPostgres
+
+@testable import TidingsPostgres
+
+/// A fresh, migrated database on the server of `TIDINGS_TEST_DATABASE_URL` (started by
+/// `make test`), dropped after the test.
+enum GatewayDatabase {
+    static let serverURL = ProcessInfo.processInfo.environment["TIDINGS_TEST_DATABASE_URL"]
+    static let isConfigured = serverURL != nil
+
+    static func with<T: Sendable>(_ body: (String) async throws -> T) async throws -> T {
+        let server = try #require(serverURL, "set TIDINGS_TEST_DATABASE_URL (make test does)")
+        let name = "tidings_gw_" + String(UInt64.random(in: 0...UInt64.max), radix: 36)
+        try await execute(server, "CREATE DATABASE \(name)")
+        let url = String(server[..<server.lastIndex(of: "/")!]) + "/" + name
+        defer {
+            Task { try? await execute(server, "DROP DATABASE \(name) WITH (FORCE)") }
+        }
+        var logger = Logger(label: "tidings.test.migrate")
+        logger.logLevel = .error
+        _ = try await Migrator(url: url, logger: logger).migrate()
+        return try await body(url)
+    }
+
+    /// Runs one statement on its own connection, off the cooperative pool.
+    static func execute(_ url: String, _ sql: String) async throws {
+        var logger = Logger(label: "tidings.test.sql")
+        logger.logLevel = .error
+        try await NIOThreadPool.singleton.runIfActive { [logger] in
+            let connection = try PGConnection.connect(ConnectionParameters(url: url), logger: logger)
+            defer { connection.close() }
+            _ = try connection.execute(sql)
+        }
+    }
+}
