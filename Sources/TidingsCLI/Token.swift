@@ -35,7 +35,7 @@ struct Token: AsyncParsableCommand {
         }
         let claims = TidingsClaims(
             sub: sub,
-            exp: ExpirationClaim(value: Date().addingTimeInterval(ttl.duration.timeIntervalSeconds)),
+            exp: ExpirationClaim(value: Date(timeIntervalSince1970: (Date().timeIntervalSince1970 + ttl.duration.timeIntervalSeconds).rounded(.down))),
             iss: issuer,
             aud: audience,
             topics: topics.map { $0.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) } },

@@ -236,7 +236,7 @@ struct SubscribeTests {
             let stream = try await server.subscribe(token: try await TestServer.token(sub: "alice"))
             try await eventually("subscribed") { server.gateway.bus.subscriptionCount == 1 }
             stream.close()
-            try await eventually("subscription released", timeout: .seconds(3)) { server.gateway.bus.subscriptionCount == 0 }
+            try await eventually("subscription released", timeout: .seconds(10)) { server.gateway.bus.subscriptionCount == 0 }
         }
     }
 

@@ -72,19 +72,12 @@ final class ConnectionPool: Sendable {
         idle.withLock { $0.append(connection) }
     }
 
-    /// An idle connection has nothing to read; if it has, the server closed it or sent a
-    /// FATAL error (terminated backend, restart), so it is consumed and checked.
+    /// An idle pool connection has nothing to read: if it has, the server closed it or sent a
+    /// FATAL error (terminated backend, restart) — possibly not yet seen as a broken connection
+    /// by libpq — so it is not reused.
     private func isUsable(_ connection: PGConnection) -> Bool {
         guard !connection.isBroken else { return false }
         var descriptor = pollfd(fd: connection.socket, events: Int16(POLLIN), revents: 0)
-        let ready = poll(&descriptor, 1, 0)
-        guard ready > 0 else { return ready == 0 }
-        do {
-            try connection.consumeInput()
-        } catch {
-            return false
-        }
-        while connection.nextNotification() != nil {}
-        return !connection.isBroken
+        return poll(&descriptor, 1, 0) == 0
     }
 }

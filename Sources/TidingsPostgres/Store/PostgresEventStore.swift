@@ -25,11 +25,43 @@ public final class PostgresEventStore: EventStore {
     public func publish(_ events: [NewEvent], publisher: String) async throws -> [EventID] {
         guard !events.isEmpty else { return [] }
         let retentionSeconds = String(retention.seconds)
-        let (ids, stored) = try await pool.withConnection { connection in
-            try Self.publish(events, publisher: publisher, retentionSeconds: retentionSeconds, on: connection)
+        let result: PublishResult
+        do {
+            result = try await publishOnce(events, publisher: publisher, retentionSeconds: retentionSeconds)
+        } catch is LostBeforeTransaction {
+            // The connection died before the transaction began (the server restarted since it was
+            // last used): nothing was sent, so one retry on a fresh connection is safe.
+            result = try await publishOnce(events, publisher: publisher, retentionSeconds: retentionSeconds)
         }
+        let ids = result.ids
+        let stored = result.stored
         if stored > 0 { published.increment(by: stored) }
         return ids
+    }
+
+    /// `BEGIN`, taking the transaction id before any event id (see DeliveryOrder).
+    private static func begin(on connection: PGConnection) throws {
+        let failure: PostgresError
+        do {
+            try connection.execute("BEGIN; SELECT pg_current_xact_id()")
+            return
+        } catch {
+            failure = error
+        }
+        if failure.isConnectionError { throw LostBeforeTransaction(underlying: failure) }
+        throw failure
+    }
+
+    private struct PublishResult: Sendable {
+        var ids: [EventID]
+        var stored: Int
+    }
+
+    private func publishOnce(_ events: [NewEvent], publisher: String, retentionSeconds: String) async throws -> PublishResult {
+        try await pool.withConnection { (connection: PGConnection) throws -> PublishResult in
+            let (ids, stored) = try Self.publish(events, publisher: publisher, retentionSeconds: retentionSeconds, on: connection)
+            return PublishResult(ids: ids, stored: stored)
+        }
     }
 
     /// The transaction of one publish request; returns the ids and how many events it stored.
@@ -48,7 +80,7 @@ public final class PostgresEventStore: EventStore {
             keys.append(key)
         }
         // The transaction id before any event id (see DeliveryOrder).
-        try connection.execute("BEGIN; SELECT pg_current_xact_id()")
+        try Self.begin(on: connection)
         return try connection.inTransaction {
             var existing: [String: EventID] = [:]
             if !keys.isEmpty {
@@ -152,4 +184,9 @@ public final class PostgresEventStore: EventStore {
             return ReplayPage(events: events, cut: cut, oldestRetained: oldest)
         }
     }
+}
+
+/// The connection was lost before a publish transaction began.
+struct LostBeforeTransaction: Error {
+    var underlying: PostgresError
 }
