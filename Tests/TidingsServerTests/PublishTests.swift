@@ -47,6 +47,16 @@ struct PublishTests {
         }
     }
 
+    @Test func aVerifiedTokenStillExpires() async throws {
+        try await TestServer.run { server in
+            let token = try await TestServer.token(sub: "svc", publish: .all(true), expiresIn: 1.5)
+            #expect(try await server.publish(#"{"user":"u","event":"a","data":1}"#, credential: token).status == 202)
+            #expect(try await server.publish(#"{"user":"u","event":"a","data":2}"#, credential: token).status == 202)
+            try await Task.sleep(for: .seconds(2))
+            #expect(try await server.publish(#"{"user":"u","event":"a","data":3}"#, credential: token).status == 401)
+        }
+    }
+
     @Test func unknownCredentialsAre401() async throws {
         try await TestServer.run { server in
             #expect(try await server.request(.POST, "/events", headers: [("Content-Type", "application/json")], body: "{}").status == 401)

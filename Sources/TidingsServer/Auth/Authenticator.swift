@@ -1,5 +1,6 @@
 import Crypto
 public import Foundation
+import Synchronization
 import JWTKit
 public import TidingsCore
 
@@ -56,6 +57,11 @@ public final class Authenticator: Sendable {
     private let issuer: String?
     private let audience: String?
     private let publishKeyDigests: [SHA256Digest]
+    /// Tokens already verified, by their exact text (signature included), so a publisher or a
+    /// reconnecting dashboard does not pay for signature verification on every request. Expiry
+    /// is checked again on every use; the cache is bounded and starts over when full.
+    private let verified = Mutex<[String: TidingsClaims]>([:])
+    static let verifiedCacheLimit = 10_000
 
     public init(configuration: TidingsConfiguration) async throws {
         let keys = JWTKeyCollection()
@@ -80,6 +86,22 @@ public final class Authenticator: Sendable {
 
     /// Verifies a token's signature, expiry, issuer and audience.
     public func verify(token: String) async throws(AuthError) -> TidingsClaims {
+        if let cached = verified.withLock({ $0[token] }) {
+            if let exp = cached.exp, exp.value <= Date() {
+                verified.withLock { _ = $0.removeValue(forKey: token) }
+                throw .invalid("it has expired or a claim is invalid")
+            }
+            return cached
+        }
+        let claims = try await verifyUncached(token: token)
+        verified.withLock { cache in
+            if cache.count >= Self.verifiedCacheLimit { cache.removeAll(keepingCapacity: true) }
+            cache[token] = claims
+        }
+        return claims
+    }
+
+    private func verifyUncached(token: String) async throws(AuthError) -> TidingsClaims {
         let claims: TidingsClaims
         do {
             claims = try await keys.verify(token, as: TidingsClaims.self)
