@@ -143,7 +143,7 @@ public final class EventBus: Sendable {
             }
             state.dispatch &+= 1
             let dispatch = state.dispatch
-            let delivery = Delivery(id: event.id, frame: event.frame)
+            let delivery = Delivery(id: event.id, frame: event.frame, chunk: event.chunk)
             var count = 0
             for target in event.targets {
                 guard let subscriptions = state.byTarget[target] else { continue }

@@ -13,14 +13,17 @@ public enum StreamEnd: String, Sendable, CaseIterable {
     case clientClosed = "client_closed"
 }
 
-/// One event handed to a subscriber: its id (for de-duplication at the replay seam) and frame.
+/// One event handed to a subscriber: its id (for de-duplication at the replay seam), its frame,
+/// and the frame as an HTTP/1.1 chunk — both shared by every subscriber.
 public struct Delivery: Sendable {
     public var id: EventID?
     public var frame: ByteBuffer
+    public var chunk: ByteBuffer
 
-    public init(id: EventID?, frame: ByteBuffer) {
+    public init(id: EventID?, frame: ByteBuffer, chunk: ByteBuffer) {
         self.id = id
         self.frame = frame
+        self.chunk = chunk
     }
 }
 

@@ -31,6 +31,8 @@ public struct Event: Sendable {
     public let createdAt: Date
     /// The complete SSE frame, shared by every subscriber.
     public let frame: ByteBuffer
+    /// The frame as an HTTP/1.1 chunk, for writing straight to a live stream's socket.
+    public let chunk: ByteBuffer
 
     public init(id: EventID?, targets: [Target], type: EventType, data: String, createdAt: Date) {
         self.id = id
@@ -39,5 +41,6 @@ public struct Event: Sendable {
         self.data = data
         self.createdAt = createdAt
         self.frame = SSEFrame.event(id: id, type: type, data: data)
+        self.chunk = SSEFrame.httpChunk(frame)
     }
 }

@@ -38,6 +38,21 @@ public enum SSEFrame {
         return buffer
     }()
 
+    /// `frame` as one HTTP/1.1 chunk (`<hex length>\r\n<frame>\r\n`): what a live stream writes
+    /// straight to its socket, encoded once per event for all subscribers.
+    public static func httpChunk(_ frame: ByteBuffer) -> ByteBuffer {
+        let header = String(frame.readableBytes, radix: 16)
+        var buffer = allocator.buffer(capacity: frame.readableBytes + header.utf8.count + 4)
+        buffer.writeString(header)
+        buffer.writeStaticString("\r\n")
+        buffer.writeImmutableBuffer(frame)
+        buffer.writeStaticString("\r\n")
+        return buffer
+    }
+
+    /// ``keepAlive`` as an HTTP/1.1 chunk.
+    public static let keepAliveChunk: ByteBuffer = httpChunk(keepAlive)
+
     /// Writes `data: …` lines, one per line of `data` (CR, LF and CRLF all end a line).
     static func writeData(_ data: String, into buffer: inout ByteBuffer) {
         var utf8 = data.utf8[...]

@@ -19,6 +19,9 @@ final class ChannelSink: SubscriptionDriver, @unchecked Sendable {
     private let batcher: LoopBatcher
     private var buffer: [Delivery] = []
     private var waitingForWritability = false
+    /// The context of our handler next to the socket: live chunks are written there, below the
+    /// HTTP encoder, pre-encoded once per event.
+    fileprivate var wire: ChannelHandlerContext?
 
     init(channel: any Channel, subscription: Subscription, batcher: LoopBatcher) {
         self.channel = channel
@@ -29,7 +32,7 @@ final class ChannelSink: SubscriptionDriver, @unchecked Sendable {
     /// Watches the connection's writability, then takes over live delivery.
     func start() async throws {
         try await channel.eventLoop.submit {
-            try self.channel.pipeline.syncOperations.addHandler(WritabilityHandler(sink: self), position: .first)
+            try self.channel.pipeline.syncOperations.addHandler(WireHandler(sink: self), position: .first)
         }.get()
         subscription.attach(self)
     }
@@ -41,7 +44,7 @@ final class ChannelSink: SubscriptionDriver, @unchecked Sendable {
     /// On the event loop: writes what the subscription has queued, without flushing.
     /// - Returns: true when something was written.
     func drainOnLoop() -> Bool {
-        guard channel.isActive else { return false }
+        guard let wire, channel.isActive else { return false }
         guard channel.isWritable else {
             waitingForWritability = true
             return false
@@ -49,23 +52,28 @@ final class ChannelSink: SubscriptionDriver, @unchecked Sendable {
         switch subscription.drain(into: &buffer) {
         case .events:
             for delivery in buffer {
-                channel.write(HTTPResponsePart.body(delivery.frame), promise: nil)
+                wire.write(NIOAny(delivery.chunk), promise: nil)
             }
             buffer.removeAll(keepingCapacity: true)
             return true
         case .keepAlive:
-            channel.write(HTTPResponsePart.body(SSEFrame.keepAlive), promise: nil)
+            wire.write(NIOAny(SSEFrame.keepAliveChunk), promise: nil)
             return true
         case .end, nil:
             return false
         }
     }
 
+    /// On the event loop: sends what was written.
+    func flushOnLoop() {
+        wire?.flush()
+    }
+
     /// On the event loop: the connection can take data again.
     func writabilityChanged() {
         guard waitingForWritability, channel.isWritable else { return }
         waitingForWritability = false
-        if drainOnLoop() { channel.flush() }
+        if drainOnLoop() { flushOnLoop() }
     }
 }
 
@@ -108,7 +116,7 @@ final class LoopBatcher: Sendable {
         var wrote: [Bool] = []
         wrote.reserveCapacity(ready.count)
         for sink in ready { wrote.append(sink.drainOnLoop()) }
-        for (sink, didWrite) in zip(ready, wrote) where didWrite { sink.channel.flush() }
+        for (sink, didWrite) in zip(ready, wrote) where didWrite { sink.flushOnLoop() }
         ready.removeAll(keepingCapacity: true)
         state.withLock { state in
             if state.spare.capacity < ready.capacity { state.spare = ready }
@@ -131,13 +139,26 @@ final class LoopBatchers: Sendable {
     }
 }
 
-/// Tells the sink when its connection becomes writable again.
-private final class WritabilityHandler: ChannelInboundHandler, RemovableChannelHandler {
+/// Sits next to the socket: gives the sink a place to write raw HTTP chunks (the response is
+/// chunked; its head, the replay and its end still go through Hummingbird's writer and the HTTP
+/// encoder, in order with these writes since all of them run on the channel's event loop), and
+/// tells the sink when the connection becomes writable again.
+private final class WireHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = NIOAny
+    typealias OutboundIn = NIOAny
+    typealias OutboundOut = ByteBuffer
     private let sink: ChannelSink
 
     init(sink: ChannelSink) {
         self.sink = sink
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        sink.wire = context
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        sink.wire = nil
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
