@@ -60,6 +60,12 @@ struct PublishTests {
     @Test func unknownCredentialsAre401() async throws {
         try await TestServer.run { server in
             #expect(try await server.request(.POST, "/events", headers: [("Content-Type", "application/json")], body: "{}").status == 401)
+            // The scheme is case-insensitive and surrounding spaces are ignored.
+            let spaced = try await server.request(
+                .POST, "/events", headers: [("Authorization", "bearer   \(TestServer.publishKey)  "), ("Content-Type", "application/json")],
+                body: #"{"user":"u","event":"a","data":1}"#)
+            #expect(spaced.status == 202)
+            #expect(try await server.request(.POST, "/events", headers: [("Authorization", "Bearertoken"), ("Content-Type", "application/json")], body: "{}").status == 401)
             #expect(try await server.publish(#"{"user":"u","event":"a","data":1}"#, credential: "wrong-key-0123456789").status == 401)
             let forged = try await TestServer.token(sub: "svc", publish: .all(true), secret: "not-the-secret-0123456789-0123456789")
             let reply = try await server.publish(#"{"user":"u","event":"a","data":1}"#, credential: forged)

@@ -182,7 +182,8 @@ public struct PublishRequest: Sendable, Equatable {
 
 /// JSON pointer escaping (RFC 6901): `~` → `~0`, `/` → `~1`.
 func escapePointer(_ token: String) -> String {
-    token.replacingOccurrences(of: "~", with: "~0").replacingOccurrences(of: "/", with: "~1")
+    guard token.utf8.contains(where: { $0 == UInt8(ascii: "~") || $0 == UInt8(ascii: "/") }) else { return token }
+    return token.replacingOccurrences(of: "~", with: "~0").replacingOccurrences(of: "/", with: "~1")
 }
 
 /// Why a publish request was rejected; nothing of it is stored.

@@ -5,9 +5,18 @@ extension Request {
     /// The token of an `Authorization: Bearer …` header; `""` when the header has another scheme.
     var bearerCredential: String? {
         guard let value = headers[.authorization] else { return nil }
-        let parts = value.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: true)
-        guard parts.count == 2, parts[0].lowercased() == "bearer" else { return "" }
-        return String(parts[1]).trimmingCharacters(in: .whitespaces)
+        // Byte-level on the hot path (every publish): no Foundation string bridging.
+        let bytes = value.utf8
+        let scheme = "bearer".utf8
+        guard bytes.count > scheme.count,
+            zip(bytes, scheme).allSatisfy({ $0 | 0x20 == $1 }),
+            bytes[bytes.index(bytes.startIndex, offsetBy: scheme.count)] == UInt8(ascii: " ")
+        else { return "" }
+        let isSpace: (UInt8) -> Bool = { $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\t") }
+        var credential = bytes.dropFirst(scheme.count)
+        while let first = credential.first, isSpace(first) { credential = credential.dropFirst() }
+        while let last = credential.last, isSpace(last) { credential = credential.dropLast() }
+        return String(Substring(credential))
     }
 
     /// The `tidings_token` cookie.
