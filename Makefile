@@ -22,6 +22,9 @@ run: build ## Start the gateway on 127.0.0.1:8080 and print tokens, curl and psq
 test: deps ## Run every test suite (starts and removes a throwaway PostgreSQL)
 	@scripts/test.sh
 
+bench: deps ## Benchmarks: micro-benchmarks with thresholds, load scenarios vs a C floor; report in Benchmarks/results/
+	@scripts/bench.sh $(BENCH_ARGS)
+
 fmt: ## Format Sources and Tests with swift format
 	swift format --in-place --recursive Sources Tests Package.swift
 

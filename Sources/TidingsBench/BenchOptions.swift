@@ -11,6 +11,8 @@ public struct BenchOptions: Sendable {
     public var rate: Double
     /// Keep-alive publishing connections.
     public var publishConnections: Int
+    /// Requests in flight per publishing connection (HTTP/1.1 pipelining when more than 1).
+    public var pipeline = 1
     /// Events per publish request (an array when more than 1).
     public var batch = 1
     /// Padding added to each event's data, in bytes.

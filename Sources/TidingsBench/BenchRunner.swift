@@ -61,7 +61,8 @@ public struct BenchRunner: Sendable {
         let targeting: PublishBody.Targeting =
             fanout ? .topic(options.topic) : .users(prefix: options.userPrefix, count: options.subscribers)
         let publishers = try await harness.publishers(
-            connections: options.publishConnections, token: try await credentials.publisherToken(), body: publishBody(targeting))
+            connections: options.publishConnections, token: try await credentials.publisherToken(), body: publishBody(targeting),
+            pipeline: options.pipeline)
         let mode: PublishMode = options.rate > 0 ? .rate(options.rate) : .flatOut
         try await harness.start(publishers, mode: mode)
         logger.info("warming up", metadata: ["seconds": "\(options.warmup.seconds)"])
@@ -323,6 +324,7 @@ public struct BenchRunner: Sendable {
                 subscribers: options.subscribers,
                 rate: options.rate > 0 ? options.rate : nil,
                 publishConnections: options.publishConnections,
+                pipeline: options.pipeline,
                 batch: options.batch,
                 payloadBytes: options.payloadBytes,
                 durationSeconds: options.duration.seconds,

@@ -50,6 +50,7 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "Streams to open (default: fanout 2000, users 2000, idle 10000).") var connections: Int?
     @Option(help: "Events per second offered; 0 for flat out (default: fanout 20, users 0).") var rate: Double?
     @Option(help: "Keep-alive publishing connections (default: fanout 4, users 16).") var publishConnections: Int?
+    @Option(help: "Requests in flight per publishing connection (HTTP/1.1 pipelining above 1).") var pipeline = 1
     @Option(help: "Events per publish request (sent as an array when more than 1).") var batch = 1
     @Option(help: "Extra bytes of padding in each event's data.") var payload = 0
     @Option(help: "Topic of the fanout, idle and replay scenarios.") var topic = "bench"
@@ -77,6 +78,7 @@ struct Bench: AsyncParsableCommand {
         if let rate, rate < 0 { throw ValidationError("--rate must be 0 (flat out) or more") }
         if let publishConnections, publishConnections < 1 { throw ValidationError("--publish-connections must be at least 1") }
         guard (1...1_000).contains(batch) else { throw ValidationError("--batch must be 1–1000") }
+        guard (1...256).contains(pipeline) else { throw ValidationError("--pipeline must be 1–256") }
         guard (1...64).contains(threads) else { throw ValidationError("--threads must be 1–64") }
         guard missed >= 1, iterations >= 1 else { throw ValidationError("--missed and --iterations must be at least 1") }
         if let jwtSecret, jwtSecret.utf8.count < TidingsConfiguration.minimumSecretBytes {
@@ -131,6 +133,7 @@ struct Bench: AsyncParsableCommand {
         if let rate { options.rate = rate }
         if let publishConnections { options.publishConnections = publishConnections }
         options.batch = batch
+        options.pipeline = pipeline
         options.payloadBytes = payload
         options.topic = topic
         options.duration = duration.duration

@@ -26,6 +26,9 @@ struct PublishTests {
             let batch = try await server.publish(#"[{"user":"u","event":"b","data":1},{"users":["u","v"],"event":"c","data":2},{"topic":"t","event":"d","data":3}]"#)
             #expect(batch.status == 202)
             #expect(batch.json["ids"] as? [String] == ["2", "3", "4"])
+            for json in ["Application/JSON", " application/json ; charset=utf-8", "application/vnd.api+json"] {
+                #expect(try await server.publish(#"{"topic":"t","event":"x","data":1}"#, contentType: json).status == 202, "\(json)")
+            }
             #expect(try await stored(server).map(\.type) == ["a", "b", "c"])
             #expect(try await stored(server).first?.data == #"{"k":[1,2]}"#)
         }
@@ -80,6 +83,9 @@ struct PublishTests {
             // 415: not JSON
             let text = try await server.publish(#"{"user":"u","event":"a","data":1}"#, contentType: "text/plain")
             #expect(text.status == 415)
+            for notJSON in ["application/jsonx", "application/xml", "json", "application/+json"] {
+                #expect(try await server.publish(#"{"user":"u","event":"a","data":1}"#, contentType: notJSON).status == 415, "\(notJSON)")
+            }
             // 400: malformed JSON
             let malformed = try await server.publish(#"{"user":"u","event":"a","data":1"#)
             #expect(malformed.status == 400)

@@ -125,11 +125,11 @@ struct Harness: Sendable {
     }
 
     /// Creates a publisher pool with `connections` connections on the first loop.
-    func publishers(connections: Int, token: String?, body: PublishBody) async throws -> NIOLoopBound<PublisherPool> {
+    func publishers(connections: Int, token: String?, body: PublishBody, pipeline: Int = 1) async throws -> NIOLoopBound<PublisherPool> {
         let loop = loops[0]
         let endpoint = self.endpoint
         let pool = try await loop.submit {
-            NIOLoopBound(PublisherPool(loop: loop, endpoint: endpoint, token: token, body: body), eventLoop: loop)
+            NIOLoopBound(PublisherPool(loop: loop, endpoint: endpoint, token: token, body: body, pipeline: pipeline), eventLoop: loop)
         }.get()
         try await loop.flatSubmit { pool.value.connect(count: connections) }.get()
         return pool

@@ -44,6 +44,8 @@ final class PublisherPool {
     let endpoint: Endpoint
     let token: String?
     let body: PublishBody
+    /// Requests in flight per connection (HTTP/1.1 pipelining when more than 1).
+    let pipeline: Int
     private(set) var mode = PublishMode.manual
     private var idle: [PublisherHandler] = []
     private var all: [ObjectIdentifier: PublisherHandler] = [:]
@@ -61,11 +63,12 @@ final class PublisherPool {
     /// than the rate needs with this many connections).
     private(set) var behind = 0
 
-    init(loop: any EventLoop, endpoint: Endpoint, token: String?, body: PublishBody) {
+    init(loop: any EventLoop, endpoint: Endpoint, token: String?, body: PublishBody, pipeline: Int = 1) {
         self.loop = loop
         self.endpoint = endpoint
         self.token = token
         self.body = body
+        self.pipeline = max(1, pipeline)
     }
 
     /// Opens `count` keep-alive connections.
@@ -160,7 +163,8 @@ final class PublisherPool {
 
     fileprivate func ready(_ handler: PublisherHandler) {
         all[ObjectIdentifier(handler)] = handler
-        next(handler)
+        // A connection is in `idle` once per free pipeline slot.
+        for _ in 0..<pipeline { next(handler) }
     }
 
     fileprivate func completed(_ handler: PublisherHandler, status: Int, events: Int, roundTrip: UInt64, body: String) {
@@ -214,7 +218,8 @@ final class PublisherHandler: ChannelInboundHandler {
     private let pool: PublisherPool
     private var context: ChannelHandlerContext?
     private var reader = HTTPResponseReader()
-    private var inFlight: (sentAt: UInt64, events: Int, completion: PublisherPool.Completion?)?
+    private var inFlight: [(sentAt: UInt64, events: Int, completion: PublisherPool.Completion?)] = []
+    private var inFlightHead = 0
     private var status = 0
     private var responseBody: [UInt8] = []
     private var closed = false
@@ -239,7 +244,7 @@ final class PublisherHandler: ChannelInboundHandler {
             completion?(0, "connection closed")
             return
         }
-        inFlight = (NIODeadline.now().uptimeNanoseconds, events, completion)
+        inFlight.append((NIODeadline.now().uptimeNanoseconds, events, completion))
         context.writeAndFlush(wrapOutboundOut(request), promise: nil)
     }
 
@@ -253,42 +258,56 @@ final class PublisherHandler: ChannelInboundHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let buffer = unwrapInboundIn(data)
-        var finished = false
+        var completed: [(status: Int, body: String)] = []
         do {
             try buffer.withUnsafeReadableBytes { bytes in
-                _ = try reader.feed(bytes) { part in
-                    switch part {
-                    case .head(let code):
-                        status = code
-                    case .body(let bytes):
-                        if responseBody.count < 512 { responseBody.append(contentsOf: bytes.prefix(512 - responseBody.count)) }
-                    case .end:
-                        finished = true
+                // Several pipelined responses can arrive in one read.
+                var offset = 0
+                while offset < bytes.count {
+                    var finished = false
+                    let used = try reader.feed(UnsafeRawBufferPointer(rebasing: bytes[offset...])) { part in
+                        switch part {
+                        case .head(let code):
+                            status = code
+                        case .body(let bytes):
+                            if responseBody.count < 512 { responseBody.append(contentsOf: bytes.prefix(512 - responseBody.count)) }
+                        case .end:
+                            finished = true
+                        }
                     }
+                    offset += used
+                    guard finished else { break }
+                    completed.append((status, String(decoding: responseBody, as: UTF8.self)))
+                    responseBody.removeAll(keepingCapacity: true)
+                    reader.reset()
                 }
             }
         } catch {
             context.close(promise: nil)
             return
         }
-        guard finished else { return }
-        let body = String(decoding: responseBody, as: UTF8.self)
-        responseBody.removeAll(keepingCapacity: true)
-        reader.reset()
-        guard let (sentAt, events, completion) = inFlight else { return }
-        inFlight = nil
-        let roundTrip = NIODeadline.now().uptimeNanoseconds - sentAt
-        completion?(status, body)
-        pool.completed(self, status: status, events: events, roundTrip: roundTrip, body: body)
+        let now = NIODeadline.now().uptimeNanoseconds
+        for (status, body) in completed {
+            guard inFlightHead < inFlight.count else { break }
+            let (sentAt, events, completion) = inFlight[inFlightHead]
+            inFlightHead += 1
+            if inFlightHead == inFlight.count {
+                inFlight.removeAll(keepingCapacity: true)
+                inFlightHead = 0
+            }
+            completion?(status, body)
+            pool.completed(self, status: status, events: events, roundTrip: now - sentAt, body: body)
+        }
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        let wasInFlight = inFlight
-        inFlight = nil
-        wasInFlight?.completion?(0, "connection closed")
+        let pending = inFlight[inFlightHead...]
+        inFlight.removeAll()
+        inFlightHead = 0
+        for request in pending { request.completion?(0, "connection closed") }
         if !closed {
             closed = true
-            pool.lost(self, error: "publish connection closed by the server", inFlight: wasInFlight != nil)
+            pool.lost(self, error: "publish connection closed by the server", inFlight: !pending.isEmpty)
         }
         context.fireChannelInactive()
     }

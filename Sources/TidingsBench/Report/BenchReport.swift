@@ -30,6 +30,7 @@ public struct BenchReport: Codable, Sendable {
         public var subscribers: Int
         public var rate: Double?
         public var publishConnections: Int
+        public var pipeline: Int
         public var batch: Int
         public var payloadBytes: Int
         public var durationSeconds: Double
@@ -135,14 +136,17 @@ extension BenchReport {
             lines.append("fanout — \(settings.subscribers) subscribers on one topic, publisher at \(rate) over \(settings.publishConnections) connection(s), \(window) s window")
         case .users:
             let rate = settings.rate.map { "\(Self.number($0, digits: 0)) events/s" } ?? "flat out"
-            lines.append("users — \(settings.subscribers) users, one stream each; publishers \(rate) over \(settings.publishConnections) connections, batch \(settings.batch), \(window) s window")
+            lines.append("users — \(settings.subscribers) users, one stream each; publishers \(rate) over \(settings.publishConnections) connections × \(settings.pipeline) in flight, batch \(settings.batch), \(window) s window")
         case .idle:
             lines.append("idle — \(settings.subscribers) idle streams")
         case .replay:
             lines.append("replay — reconnect with Last-Event-ID after \(replay?.missed ?? 0) missed events")
         }
         lines.append("  target      \(label) at \(target)\(settings.serverCPU.map { ", server on CPU \($0)" } ?? "")\(settings.loadCPU.map { ", load on CPU \($0)" } ?? "")")
-        var connected = "  streams     \(connections.opened)/\(connections.requested) open in \(Self.number(connections.seconds, digits: 2)) s"
+        var connected =
+            scenario == .replay
+            ? "  streams     \(connections.opened) opened (a live one and a resumed one per reconnect)"
+            : "  streams     \(connections.opened)/\(connections.requested) open in \(Self.number(connections.seconds, digits: 2)) s"
         if connections.failed > 0 || !connections.errors.isEmpty {
             connected += ", \(connections.failed) failed (" + connections.errors.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ") + ")"
         } else {

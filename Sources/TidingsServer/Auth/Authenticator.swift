@@ -56,7 +56,8 @@ public final class Authenticator: Sendable {
     private let keys: JWTKeyCollection
     private let issuer: String?
     private let audience: String?
-    private let publishKeyDigests: [SHA256Digest]
+    /// Each `--publish-key`'s SHA-256 and the publisher id derived from it, made once.
+    private let publishKeys: [(digest: SHA256Digest, id: String)]
     /// Tokens already verified, by their exact text (signature included), so a publisher or a
     /// reconnecting dashboard does not pay for signature verification on every request. Expiry
     /// is checked again on every use; the cache is bounded and starts over when full.
@@ -81,7 +82,10 @@ public final class Authenticator: Sendable {
         self.keys = keys
         self.issuer = configuration.jwtIssuer
         self.audience = configuration.jwtAudience
-        self.publishKeyDigests = configuration.publishKeys.map { SHA256.hash(data: Data($0.utf8)) }
+        self.publishKeys = configuration.publishKeys.map { key in
+            let digest = SHA256.hash(data: Data(key.utf8))
+            return (digest, "key:" + digest.prefix(8).map { String(format: "%02x", $0) }.joined())
+        }
     }
 
     /// Verifies a token's signature, expiry, issuer and audience.
@@ -155,11 +159,10 @@ public final class Authenticator: Sendable {
 
     /// The publisher of a static `--publish-key`, if `credential` is one.
     private func publishKey(_ credential: String) -> Publisher? {
-        guard !publishKeyDigests.isEmpty else { return nil }
+        guard !publishKeys.isEmpty else { return nil }
         let digest = SHA256.hash(data: Data(credential.utf8))
-        guard publishKeyDigests.contains(where: { Self.constantTimeEqual($0, digest) }) else { return nil }
-        let hex = digest.prefix(8).map { String(format: "%02x", $0) }.joined()
-        return Publisher(id: "key:\(hex)", rights: .everywhere)
+        guard let key = publishKeys.first(where: { Self.constantTimeEqual($0.digest, digest) }) else { return nil }
+        return Publisher(id: key.id, rights: .everywhere)
     }
 
     private static func constantTimeEqual(_ a: SHA256Digest, _ b: SHA256Digest) -> Bool {

@@ -94,10 +94,16 @@ public struct PublishController: Sendable {
         }
     }
 
+    /// `application/json` or `application/<something>+json`, parameters ignored, case-insensitive.
     static func isJSON(_ contentType: String?) -> Bool {
         guard let contentType else { return false }
-        let mediaType = contentType.split(separator: ";", maxSplits: 1)[0].trimmingCharacters(in: .whitespaces).lowercased()
-        return mediaType == "application/json" || (mediaType.hasPrefix("application/") && mediaType.hasSuffix("+json"))
+        var mediaType = contentType.utf8.prefix { $0 != UInt8(ascii: ";") }[...]
+        while mediaType.last == UInt8(ascii: " ") || mediaType.last == UInt8(ascii: "\t") { mediaType = mediaType.dropLast() }
+        while mediaType.first == UInt8(ascii: " ") || mediaType.first == UInt8(ascii: "\t") { mediaType = mediaType.dropFirst() }
+        let lowered = mediaType.map { $0 >= UInt8(ascii: "A") && $0 <= UInt8(ascii: "Z") ? $0 | 0x20 : $0 }
+        let application = Array("application/".utf8)
+        guard lowered.starts(with: application) else { return false }
+        return lowered == Array("application/json".utf8) || (lowered.count > application.count + 5 && lowered.suffix(5).elementsEqual("+json".utf8))
     }
 
     static func bodyTooLarge(_ limit: Int) -> Problem {
