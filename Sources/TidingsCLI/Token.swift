@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import JWTKit
+import TidingsCore
 import TidingsServer
 
 struct Token: AsyncParsableCommand {
@@ -35,18 +36,11 @@ struct Token: AsyncParsableCommand {
         }
         let claims = TidingsClaims(
             sub: sub,
-            exp: ExpirationClaim(value: Date(timeIntervalSince1970: (Date().timeIntervalSince1970 + ttl.duration.timeIntervalSeconds).rounded(.down))),
+            exp: ExpirationClaim(value: Date(timeIntervalSince1970: (Date().timeIntervalSince1970 + ttl.duration.timeInterval).rounded(.down))),
             iss: issuer,
             aud: audience,
             topics: topics.map { $0.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) } },
             publish: publishClaim)
         print(try await keys.sign(claims))
-    }
-}
-
-extension Duration {
-    var timeIntervalSeconds: TimeInterval {
-        let (seconds, attoseconds) = components
-        return TimeInterval(seconds) + TimeInterval(attoseconds) / 1e18
     }
 }
