@@ -285,4 +285,29 @@ struct SubscribeTests {
             #expect(metrics.body.contains(#"tidings_disconnects_total{reason="slow_consumer"} 1"#))
         }
     }
+
+    @Test func clientThatFallsBehindCatchesUpInOrder() async throws {
+        // A client with a tiny receive window that stops reading: live writes go partly straight
+        // to the socket and partly through NIO's queue, then straight again once it caught up.
+        try await TestServer.run({ $0.maxQueue = 10_000 }) { server in
+            let client = try await ThrottledSSEClient.connect(
+                port: server.port, path: "/events", token: try await TestServer.token(sub: "alice"))
+            defer { client.close() }
+            try await eventually("subscribed") { server.gateway.bus.subscriptionCount == 1 }
+            let sizes = [10, 60_000, 3_000, 65_000, 1]
+            var published: [String] = []
+            for round in 1...2 {
+                for index in 0..<200 {
+                    let data = "\"" + String(repeating: "abc".randomElement()!, count: sizes[index % sizes.count]) + "\""
+                    published.append(try await server.publish(user: "alice", data: data))
+                }
+                try await client.resume()
+                let received = try await client.events(200 * round)
+                #expect(received.compactMap(\.id) == published, "round \(round): every event once, in order")
+                #expect(received.map(\.data.count) == (0..<200 * round).map { sizes[$0 % 200 % sizes.count] + 2 })
+                try await client.pause()
+            }
+            #expect(server.gateway.bus.subscriptionCount == 1, "the client was not disconnected")
+        }
+    }
 }

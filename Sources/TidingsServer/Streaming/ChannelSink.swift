@@ -6,14 +6,16 @@ import TidingsCore
 
 /// Writes one subscription's live events straight into its connection, on the connection's
 /// event loop, without waking a task per event: the bus marks the subscription ready, the loop's
-/// ``LoopBatcher`` drains every ready subscription in one pass and flushes each connection once.
+/// ``LoopBatcher`` drains every ready subscription in one pass. What a connection has queued
+/// goes out in one `send`/`sendmsg` straight to its socket while NIO holds nothing unsent for it
+/// (the common case); otherwise, and for whatever the socket did not take, through the pipeline
+/// with one flush per connection per pass, NIO then waiting for writability.
 ///
 /// While the connection is not writable (the client reads slower than events arrive) nothing is
 /// taken from the subscription's queue, so the queue — bounded by `--max-queue` — is what
 /// absorbs the backlog, and the client is disconnected when it overflows.
 final class ChannelSink: SubscriptionDriver, @unchecked Sendable {
-    // @unchecked: `buffer` and `waitingForWritability` are only touched on `channel.eventLoop`;
-    // everything else is immutable.
+    // @unchecked: every `var` is only touched on `channel.eventLoop`; the rest is immutable.
     let channel: any Channel
     let subscription: Subscription
     private let batcher: LoopBatcher
@@ -22,6 +24,13 @@ final class ChannelSink: SubscriptionDriver, @unchecked Sendable {
     /// The context of our handler next to the socket: live chunks are written there, below the
     /// HTTP encoder, pre-encoded once per event.
     fileprivate var wire: ChannelHandlerContext?
+    /// Writes handed to NIO's pipeline below us (by Hummingbird or by us) whose promise has not
+    /// completed yet. While it is zero NIO holds no unsent bytes for this socket, so a live chunk
+    /// can go straight to the socket with one `send` — NIO's write path costs more than the
+    /// syscall itself at light fan-out — without overtaking anything.
+    fileprivate var pendingInPipeline = 0
+    /// The socket under the channel, for direct writes (nil: everything goes through NIO).
+    fileprivate var socket: DirectWrite.Socket?
 
     init(channel: any Channel, subscription: Subscription, batcher: LoopBatcher) {
         self.channel = channel
@@ -41,27 +50,71 @@ final class ChannelSink: SubscriptionDriver, @unchecked Sendable {
         batcher.schedule(self)
     }
 
-    /// On the event loop: writes what the subscription has queued, without flushing.
-    /// - Returns: true when something was written.
+    /// On the event loop: writes what the subscription has queued — straight to the socket when
+    /// NIO holds nothing for it, else through the pipeline without flushing.
+    /// - Returns: true when something was written to the pipeline and needs a flush.
     func drainOnLoop() -> Bool {
-        guard let wire, channel.isActive else { return false }
-        guard channel.isWritable else {
-            waitingForWritability = true
-            return false
+        guard let wire else { return false }
+        if pendingInPipeline > 0 {
+            guard channel.isWritable else {
+                waitingForWritability = true
+                return false
+            }
         }
         switch subscription.drain(into: &buffer) {
         case .events:
-            for delivery in buffer {
-                wire.write(NIOAny(delivery.chunk), promise: nil)
-            }
-            buffer.removeAll(keepingCapacity: true)
-            return true
+            defer { buffer.removeAll(keepingCapacity: true) }
+            return write(buffer.lazy.map(\.chunk), count: buffer.count, to: wire)
         case .keepAlive:
-            wire.write(NIOAny(SSEFrame.keepAliveChunk), promise: nil)
-            return true
+            return write(CollectionOfOne(SSEFrame.keepAliveChunk), count: 1, to: wire)
         case .end, nil:
             return false
         }
+    }
+
+    private func write<Chunks: Collection<ByteBuffer>>(_ chunks: Chunks, count: Int, to wire: ChannelHandlerContext) -> Bool {
+        var sent = 0
+        if pendingInPipeline == 0, let socket {
+            switch DirectWrite.send(chunks, count: count, to: socket) {
+            case .sent(let bytes): sent = bytes
+            case .closed:
+                wire.close(promise: nil)
+                return false
+            }
+        }
+        // What the socket did not take goes through NIO, which waits for writability.
+        var queued = false
+        var skip = sent
+        var index = chunks.startIndex
+        while index != chunks.endIndex {
+            var chunk = chunks[index]
+            chunks.formIndex(after: &index)
+            if skip >= chunk.readableBytes {
+                skip -= chunk.readableBytes
+                continue
+            }
+            chunk.moveReaderIndex(forwardBy: skip)
+            skip = 0
+            if index == chunks.endIndex {
+                writeTracked(chunk, promise: nil, on: wire)
+            } else {
+                wire.write(NIOAny(chunk), promise: nil)
+            }
+            queued = true
+        }
+        return queued
+    }
+
+    /// Writes into the pipeline, counting the write until NIO completes it.
+    fileprivate func writeTracked(_ data: NIOAny, promise: EventLoopPromise<Void>?, on context: ChannelHandlerContext) {
+        let promise = promise ?? context.eventLoop.makePromise()
+        pendingInPipeline += 1
+        promise.futureResult.whenComplete { _ in self.pendingInPipeline -= 1 }
+        context.write(data, promise: promise)
+    }
+
+    private func writeTracked(_ chunk: ByteBuffer, promise: EventLoopPromise<Void>?, on context: ChannelHandlerContext) {
+        writeTracked(NIOAny(chunk), promise: promise, on: context)
     }
 
     /// On the event loop: sends what was written.
@@ -141,8 +194,9 @@ final class LoopBatchers: Sendable {
 
 /// Sits next to the socket: gives the sink a place to write raw HTTP chunks (the response is
 /// chunked; its head, the replay and its end still go through Hummingbird's writer and the HTTP
-/// encoder, in order with these writes since all of them run on the channel's event loop), and
-/// tells the sink when the connection becomes writable again.
+/// encoder, in order with these writes since all of them run on the channel's event loop),
+/// counts every write passing to NIO until it completes (so the sink knows when a direct write
+/// cannot overtake anything), and tells the sink when the connection becomes writable again.
 private final class WireHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = NIOAny
     typealias OutboundIn = NIOAny
@@ -155,10 +209,20 @@ private final class WireHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         sink.wire = context
+        sink.socket = DirectWrite.socket(of: context.channel)
+        // Whatever Hummingbird wrote before (head, preamble, replay) may still sit in NIO's
+        // queue: an empty write completes only after all of it reached the socket.
+        sink.writeTracked(NIOAny(ByteBuffer()), promise: nil, on: context)
+        context.flush()
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        sink.writeTracked(data, promise: promise, on: context)
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
         sink.wire = nil
+        sink.socket = nil
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {

@@ -1,0 +1,76 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import NIOCore
+
+/// One `send`/`writev` of pre-encoded chunks to a connection's socket, bypassing NIO's write
+/// path. Only valid on the channel's event loop while NIO holds no unsent bytes for it (see
+/// ``ChannelSink``); never blocks (`MSG_DONTWAIT`), never raises SIGPIPE.
+enum DirectWrite {
+    enum Outcome {
+        /// This many bytes went to the socket (0 when it would block or the channel does not
+        /// expose its socket): the caller queues the rest through NIO.
+        case sent(Int)
+        /// The socket is closed or broken.
+        case closed
+    }
+
+    /// Chunks beyond this many per call are left to NIO (a client this far behind is being
+    /// written through NIO anyway).
+    static let maxChunks = 64
+
+    /// The channel's socket, when it exposes one. Looked up once per connection: the lookup is
+    /// a dynamic cast that costs more than the `send`. (This is what
+    /// `ChannelPipeline.SynchronousOperations.withUnsafeTransportIfAvailable` does on every call;
+    /// the socket's open check still runs on every write.)
+    typealias Socket = any NIOTransportAccessibleChannelCore<NIOBSDSocket.Handle>
+
+    static func socket(of channel: any Channel) -> Socket? {
+        channel._channelCore as? Socket
+    }
+
+    static func send<Chunks: Collection<ByteBuffer>>(_ chunks: Chunks, count: Int, to socket: Socket) -> Outcome {
+        do {
+            return try socket.withUnsafeTransport { fd in
+                if count == 1, let chunk = chunks.first {
+                    return chunk.withUnsafeReadableBytes { bytes in
+                        outcome(of: Glibc.send(fd, bytes.baseAddress, bytes.count, Int32(MSG_DONTWAIT | MSG_NOSIGNAL)))
+                    }
+                }
+                return gather(chunks.prefix(maxChunks), fd: fd)
+            }
+        } catch {
+            return .closed
+        }
+    }
+
+    private static func gather<Chunks: Collection<ByteBuffer>>(_ chunks: Chunks, fd: CInt) -> Outcome {
+        var storages: [Unmanaged<AnyObject>] = []
+        storages.reserveCapacity(chunks.count)
+        var vectors: [iovec] = []
+        vectors.reserveCapacity(chunks.count)
+        defer { for storage in storages { storage.release() } }
+        for chunk in chunks {
+            chunk.withUnsafeReadableBytesWithStorageManagement { bytes, storage in
+                storages.append(storage.retain())
+                vectors.append(iovec(iov_base: UnsafeMutableRawPointer(mutating: bytes.baseAddress), iov_len: bytes.count))
+            }
+        }
+        var message = msghdr()
+        return vectors.withUnsafeMutableBufferPointer { vectors in
+            message.msg_iov = vectors.baseAddress
+            message.msg_iovlen = vectors.count
+            return outcome(of: sendmsg(fd, &message, Int32(MSG_DONTWAIT | MSG_NOSIGNAL)))
+        }
+    }
+
+    private static func outcome(of result: Int) -> Outcome {
+        if result >= 0 { return .sent(result) }
+        switch errno {
+        case EAGAIN, EWOULDBLOCK, EINTR, ENOBUFS: return .sent(0)
+        default: return .closed
+        }
+    }
+}

@@ -1,0 +1,97 @@
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import Synchronization
+import TidingsCore
+
+/// An SSE client on a bare NIO socket whose receive buffer is a few KB and which reads only
+/// while not paused: the server's writes back up after a few KB, deterministically (with
+/// AsyncHTTPClient the kernel's autotuned buffers absorb megabytes first).
+final class ThrottledSSEClient: Sendable {
+    private let channel: any Channel
+    private let collector: Collector
+
+    private init(channel: any Channel, collector: Collector) {
+        self.channel = channel
+        self.collector = collector
+    }
+
+    /// Connects paused: nothing is read until ``resume()``, apart from what the kernel buffers.
+    static func connect(port: Int, path: String, token: String) async throws -> ThrottledSSEClient {
+        let collector = Collector()
+        let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .channelOption(ChannelOptions.socketOption(.so_rcvbuf), value: 4096)
+            .channelOption(ChannelOptions.autoRead, value: false)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHTTPClientHandlers()
+                    try channel.pipeline.syncOperations.addHandler(collector)
+                }
+            }
+            .connect(host: "127.0.0.1", port: port).get()
+        var head = HTTPRequestHead(version: .http1_1, method: .GET, uri: path)
+        head.headers.add(name: "Host", value: "127.0.0.1:\(port)")
+        head.headers.add(name: "Accept", value: "text/event-stream")
+        head.headers.add(name: "Authorization", value: "Bearer \(token)")
+        channel.write(HTTPClientRequestPart.head(head), promise: nil)
+        try await channel.writeAndFlush(HTTPClientRequestPart.end(nil)).get()
+        return ThrottledSSEClient(channel: channel, collector: collector)
+    }
+
+    /// Stops reading: the server's writes back up.
+    func pause() async throws {
+        try await channel.setOption(ChannelOptions.autoRead, value: false).get()
+        try await channel.setOption(ChannelOptions.socketOption(.so_rcvbuf), value: 4096).get()
+    }
+
+    /// Reads everything from now on.
+    func resume() async throws {
+        try await channel.setOption(ChannelOptions.socketOption(.so_rcvbuf), value: 1 << 20).get()
+        try await channel.setOption(ChannelOptions.autoRead, value: true).get()
+        channel.read()
+    }
+
+    func close() {
+        channel.close(promise: nil)
+    }
+
+    /// The next `count` events; fails if the stream ends or they do not come in time.
+    func events(_ count: Int, timeout: Duration = .seconds(20)) async throws -> [SSEEvent] {
+        let deadline = ContinuousClock.now + timeout
+        while true {
+            let (events, ended) = collector.state.withLock { state in (state.events, state.ended) }
+            if events.count >= count { return Array(events.prefix(count)) }
+            if ended { throw TestFailure("stream ended after \(events.count) of \(count) events") }
+            if ContinuousClock.now > deadline { throw TestFailure("\(events.count) of \(count) events within \(timeout)") }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+    }
+
+    private final class Collector: ChannelInboundHandler, Sendable {
+        typealias InboundIn = HTTPClientResponsePart
+        struct State {
+            var parser = SSEParser()
+            var events: [SSEEvent] = []
+            var ended = false
+        }
+        let state = Mutex(State())
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            switch unwrapInboundIn(data) {
+            case .head, .end:
+                break
+            case .body(let body):
+                state.withLock { state in
+                    for message in state.parser.feed(body.readableBytesView) {
+                        if case .event(let event) = message { state.events.append(event) }
+                    }
+                }
+            }
+        }
+
+        func channelInactive(context: ChannelHandlerContext) {
+            state.withLock { $0.ended = true }
+            context.fireChannelInactive()
+        }
+    }
+}
