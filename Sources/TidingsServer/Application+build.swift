@@ -46,6 +46,7 @@ public func buildApplication(
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "tidings"),
         services: backend.services + [BusTicker(bus: bus, keepAlive: configuration.keepAlive)],
         onServerRunning: onServerRunning,
+        eventLoopGroupProvider: .shared(ServerEventLoops.group),
         logger: logger)
     return TidingsApplication(application: application, gateway: gateway)
 }
