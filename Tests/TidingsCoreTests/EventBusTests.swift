@@ -1,5 +1,6 @@
 import Foundation
 import NIOCore
+import Synchronization
 import Testing
 @testable import TidingsCore
 
@@ -127,5 +128,68 @@ extension Result where Success == [Delivery], Failure == StreamEndError {
     var endReason: StreamEnd? {
         if case .failure(let end) = self { return end.reason }
         return nil
+    }
+}
+
+/// A driver that records when the subscription asks to be drained.
+private final class RecordingDriver: SubscriptionDriver {
+    let schedules = Mutex(0)
+    func schedule() { schedules.withLock { $0 += 1 } }
+    var count: Int { schedules.withLock { $0 } }
+}
+
+@Suite("Subscription driven by a driver")
+struct DrivenSubscriptionTests {
+    private func event(_ id: EventID) -> Event {
+        Event(id: id, targets: [.user("a")], type: EventType("t")!, data: "\(id)", createdAt: Date())
+    }
+
+    @Test func eventsKeepAlivesAndTheEndAreDrainedAndTheEndIsReportedOnce() {
+        let bus = EventBus(limits: .init(maxQueue: 10))
+        let interrupted = Mutex(false)
+        let subscription = try! bus.subscribe(user: "a", targets: [.user("a")], hold: false, interrupt: { interrupted.withLock { $0 = true } }).subscription
+        let driver = RecordingDriver()
+        subscription.attach(driver)
+        #expect(driver.count == 0, "nothing to do yet")
+        bus.deliver(event(1))
+        bus.deliver(event(2))
+        #expect(driver.count == 1, "one drain for a burst")
+        var buffer: [Delivery] = []
+        guard case .events = subscription.drain(into: &buffer) else { Issue.record("no events"); return }
+        #expect(buffer.compactMap(\.id) == [1, 2])
+        #expect(subscription.drain(into: &buffer) == nil)
+        subscription.finish(.tokenExpired)
+        #expect(driver.count == 2)
+        #expect(!interrupted.withLock { $0 }, "a driver writes the end itself")
+        guard case .end(.tokenExpired) = subscription.drain(into: &buffer) else { Issue.record("no end"); return }
+        #expect(subscription.drain(into: &buffer) == nil, "the end is reported once")
+        subscription.finish(.clientClosed)
+        #expect(subscription.endReason == .tokenExpired, "the first reason wins")
+        #expect(driver.count == 2)
+    }
+
+    @Test func aSlowConsumerIsCutOffByItsDriver() {
+        let bus = EventBus(limits: .init(maxQueue: 2))
+        let interrupted = Mutex(false)
+        let subscription = try! bus.subscribe(user: "a", targets: [.user("a")], hold: false, interrupt: { interrupted.withLock { $0 = true } }).subscription
+        let driver = RecordingDriver()
+        subscription.attach(driver)
+        for id in 1...3 { bus.deliver(event(EventID(id))) }
+        #expect(bus.subscriptionCount == 0, "it left the bus at once")
+        #expect(!interrupted.withLock { $0 })
+        var buffer: [Delivery] = []
+        guard case .end(.slowConsumer) = subscription.drain(into: &buffer) else { Issue.record("no end"); return }
+        #expect(buffer.isEmpty)
+    }
+
+    @Test func attachingAfterTheEndSchedulesTheDriver() {
+        let bus = EventBus(limits: .init(maxQueue: 2))
+        let subscription = try! bus.subscribe(user: "a", targets: [.user("a")], hold: true).subscription
+        subscription.finish(.shutdown)
+        let driver = RecordingDriver()
+        subscription.attach(driver)
+        #expect(driver.count == 1)
+        var buffer: [Delivery] = []
+        guard case .end(.shutdown) = subscription.drain(into: &buffer) else { Issue.record("no end"); return }
     }
 }

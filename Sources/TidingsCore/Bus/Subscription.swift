@@ -64,6 +64,8 @@ public final class Subscription: Sendable {
         /// A drain is pending on the driver.
         var scheduled = false
         var end: StreamEnd?
+        /// The driver was told about `end`.
+        var endDrained = false
         var keepAliveDue = false
         var lastActivity: NIODeadline
     }
@@ -110,24 +112,39 @@ public final class Subscription: Sendable {
         }
     }
 
-    /// Hands live delivery to `driver`; the writer task then only waits for the end.
+    /// Hands the rest of the stream to `driver`: live delivery, keep-alives and the end (also
+    /// when it already ended). The subscription keeps the driver until it is released.
     public func attach(_ driver: any SubscriptionDriver) {
         let schedule = state.withLock { state -> Bool in
             state.driver = driver
-            guard state.end == nil, !state.holding, !state.scheduled else { return false }
-            if state.queue.isEmpty && !state.keepAliveDue { return false }
+            // The preamble and the replay were just written: the silence starts now.
+            state.lastActivity = .now()
+            guard !state.scheduled else { return false }
+            if state.end == nil {
+                guard !state.holding, !state.queue.isEmpty || state.keepAliveDue else { return false }
+            }
             state.scheduled = true
             return true
         }
         if schedule { driver.schedule() }
     }
 
-    /// For the attached driver: takes what is queued (events into `buffer`, or a keep-alive);
-    /// `nil` when there is nothing to write or the stream has ended. Clears the pending drain.
+    /// Drops the attached driver (which references this subscription): call when it is done.
+    public func detach() {
+        state.withLock { $0.driver = nil }
+    }
+
+    /// For the attached driver: takes what is queued (events into `buffer`, or a keep-alive), or
+    /// the end of the stream (reported once); `nil` when there is nothing to do. Clears the
+    /// pending drain.
     public func drain(into buffer: inout [Delivery]) -> Next? {
         state.withLock { state in
             state.scheduled = false
-            guard state.end == nil else { return nil }
+            if let end = state.end {
+                if state.endDrained { return nil }
+                state.endDrained = true
+                return .end(end)
+            }
             return state.takeWork(into: &buffer)
         }
     }
@@ -146,8 +163,8 @@ public final class Subscription: Sendable {
         }
     }
 
-    /// Ends the stream for `reason` (the first reason wins) and wakes the writer, or interrupts
-    /// it when it is busy writing.
+    /// Ends the stream for `reason` (the first reason wins) and tells the writer (see
+    /// ``wake(_:endedNow:reason:)``).
     public func finish(_ reason: StreamEnd) {
         let (waiter, first) = state.withLock { state -> (CheckedContinuation<Void, Never>?, Bool) in
             guard state.end == nil else { return (state.waiter.take(), false) }
@@ -158,10 +175,20 @@ public final class Subscription: Sendable {
         wake(waiter, endedNow: first, reason: reason)
     }
 
-    /// Resumes an idle writer; closes the connection of a slow consumer, and of a writer that is
-    /// busy when its stream has just ended.
+    /// Tells the writer that the stream ended: an attached driver is scheduled (its next
+    /// ``drain(into:)`` reports the end; it writes the end, or cuts off a slow consumer); a
+    /// waiting task is resumed; the connection of a slow consumer, and of a writer task that is
+    /// busy when its stream has just ended, is closed through `interrupt`.
     func wake(_ waiter: CheckedContinuation<Void, Never>?, endedNow: Bool, reason: StreamEnd) {
-        if endedNow, reason == .slowConsumer || (waiter == nil && reason != .clientClosed) {
+        let (driven, driver) = state.withLock { state -> (Bool, (any SubscriptionDriver)?) in
+            guard let attached = state.driver else { return (false, nil) }
+            guard endedNow, !state.scheduled else { return (true, nil) }
+            state.scheduled = true
+            return (true, attached)
+        }
+        if driven {
+            driver?.schedule()
+        } else if endedNow, reason == .slowConsumer || (waiter == nil && reason != .clientClosed) {
             interrupt?()
         }
         waiter?.resume()

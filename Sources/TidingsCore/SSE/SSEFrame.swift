@@ -53,6 +53,9 @@ public enum SSEFrame {
     /// ``keepAlive`` as an HTTP/1.1 chunk.
     public static let keepAliveChunk: ByteBuffer = httpChunk(keepAlive)
 
+    /// The zero-length chunk that ends a chunked HTTP/1.1 response (no trailers).
+    public static let lastChunk = ByteBuffer(string: "0\r\n\r\n")
+
     /// Writes `data: …` lines, one per line of `data` (CR, LF and CRLF all end a line).
     static func writeData(_ data: String, into buffer: inout ByteBuffer) {
         var utf8 = data.utf8[...]

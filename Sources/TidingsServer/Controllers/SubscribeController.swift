@@ -19,7 +19,14 @@ public struct SubscribeController: Sendable {
         router.get("/events", use: subscribe)
     }
 
+    /// Opens the stream in a child task (see ``inChildTask(_:)``): the connection's task only
+    /// keeps the frames of the routing.
     @Sendable func subscribe(_ request: Request, context: Context) async throws -> Response {
+        let channel = context.channel
+        return try await inChildTask { try await open(request, channel: channel) }
+    }
+
+    private func open(_ request: Request, channel: any Channel) async throws -> Response {
         let subscriber = try await identify(request)
         var targets: [Target] = [.user(subscriber.user)]
         for topic in request.uri.queryParameters.getAll("topic") {
@@ -40,7 +47,7 @@ public struct SubscribeController: Sendable {
         do {
             (subscription, horizon) = try gateway.bus.subscribe(
                 user: subscriber.user, targets: targets, expiresAt: expiresAt, hold: resumePoint != nil,
-                interrupt: { [channel = context.channel] in channel.close(promise: nil) })
+                interrupt: { channel.close(promise: nil) })
         } catch {
             gateway.metrics.subscribeRejected.increment()
             switch error {
@@ -60,7 +67,7 @@ public struct SubscribeController: Sendable {
                 "tidings.resume": resumePoint.map { .stringConvertible($0) } ?? "none",
             ])
         let stream = EventStream(
-            gateway: gateway, channel: context.channel, subscription: subscription, targets: Set(targets),
+            gateway: gateway, channel: channel, subscription: subscription, targets: Set(targets),
             resumePoint: resumePoint, horizon: horizon)
         var headers = HTTPFields()
         headers[.contentType] = "text/event-stream; charset=utf-8"
@@ -69,9 +76,15 @@ public struct SubscribeController: Sendable {
         return Response(
             status: .ok, headers: headers,
             body: ResponseBody { writer in
-                try await request.body.consumeWithCancellationOnInboundClose { _ in
+                // Returns once the stream is handed to the connection's event loop (see
+                // ChannelSink), which notices the client leaving; a client that leaves during
+                // the replay fails its writes. The replay runs in a child task too.
+                let handedOver = HandedOver(value: writer)
+                writer = try await inChildTask {
+                    var writer = handedOver.value
                     try await stream.run(writer: &writer)
-                }
+                    return HandedOver(value: writer)
+                }.value
             })
     }
 

@@ -6,6 +6,7 @@ import TidingsCore
 
 /// One timer for all streams: keep-alive comments for idle streams, and the end of streams
 /// whose token expired. A per-connection timer would cost a task wake-up per stream per tick.
+/// On graceful shutdown it ends every stream (streams have no task of their own to be told).
 struct BusTicker: Service {
     let bus: EventBus
     let keepAlive: Duration
@@ -21,5 +22,6 @@ struct BusTicker: Service {
         for await _ in ticks {
             bus.tick(keepAlive: keepAlive)
         }
+        bus.shutdown()
     }
 }

@@ -2,14 +2,19 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTPTypes
 import Synchronization
+import Logging
 import TidingsCore
 
-/// Writes one subscription's live events straight into its connection, on the connection's
-/// event loop, without waking a task per event: the bus marks the subscription ready, the loop's
-/// ``LoopBatcher`` drains every ready subscription in one pass. What a connection has queued
-/// goes out in one `send`/`sendmsg` straight to its socket while NIO holds nothing unsent for it
-/// (the common case); otherwise, and for whatever the socket did not take, through the pipeline
-/// with one flush per connection per pass, NIO then waiting for writability.
+/// Owns a stream once its preamble and replay are written: Hummingbird's handler returns, and
+/// from then on the stream lives on the connection's event loop with no task of its own — live
+/// events, keep-alives, the end of the stream and the client going away are all handled here.
+/// (A parked task per stream cost more memory than the connection itself.)
+///
+/// The bus marks the subscription ready, the loop's ``LoopBatcher`` drains every ready
+/// subscription in one pass. What a connection has queued goes out in one `send`/`sendmsg`
+/// straight to its socket while NIO holds nothing unsent for it (the common case); otherwise, and
+/// for whatever the socket did not take, through the pipeline with one flush per connection per
+/// pass, NIO then waiting for writability.
 ///
 /// While the connection is not writable (the client reads slower than events arrive) nothing is
 /// taken from the subscription's queue, so the queue — bounded by `--max-queue` — is what
@@ -18,27 +23,34 @@ final class ChannelSink: SubscriptionDriver, @unchecked Sendable {
     // @unchecked: every `var` is only touched on `channel.eventLoop`; the rest is immutable.
     let channel: any Channel
     let subscription: Subscription
+    private let bus: EventBus
+    private let logger: Logger
     private let batcher: LoopBatcher
     private var buffer: [Delivery] = []
     private var waitingForWritability = false
     /// The context of our handler next to the socket: live chunks are written there, below the
     /// HTTP encoder, pre-encoded once per event.
     fileprivate var wire: ChannelHandlerContext?
-    /// Writes handed to NIO's pipeline below us (by Hummingbird or by us) whose promise has not
-    /// completed yet. While it is zero NIO holds no unsent bytes for this socket, so a live chunk
-    /// can go straight to the socket with one `send` — NIO's write path costs more than the
-    /// syscall itself at light fan-out — without overtaking anything.
+    /// Writes handed to NIO's pipeline below us whose promise has not completed yet. While it is
+    /// zero NIO holds no unsent bytes for this socket, so a live chunk can go straight to the
+    /// socket with one `send` — NIO's write path costs more than the syscall itself at light
+    /// fan-out — without overtaking anything.
     fileprivate var pendingInPipeline = 0
     /// The socket under the channel, for direct writes (nil: everything goes through NIO).
     fileprivate var socket: DirectWrite.Socket?
+    /// The stream's last chunk is written (or the connection is gone): close once NIO wrote it.
+    private var ended = false
 
-    init(channel: any Channel, subscription: Subscription, batcher: LoopBatcher) {
+    init(channel: any Channel, subscription: Subscription, bus: EventBus, logger: Logger, batcher: LoopBatcher) {
         self.channel = channel
         self.subscription = subscription
+        self.bus = bus
+        self.logger = logger
         self.batcher = batcher
     }
 
-    /// Watches the connection's writability, then takes over live delivery.
+    /// Takes the connection over from Hummingbird: must be called after its last write for this
+    /// response (they are ordered before the handler's installation on the event loop).
     func start() async throws {
         try await channel.eventLoop.submit {
             try self.channel.pipeline.syncOperations.addHandler(WireHandler(sink: self), position: .first)
@@ -54,12 +66,15 @@ final class ChannelSink: SubscriptionDriver, @unchecked Sendable {
     /// NIO holds nothing for it, else through the pipeline without flushing.
     /// - Returns: true when something was written to the pipeline and needs a flush.
     func drainOnLoop() -> Bool {
-        guard let wire else { return false }
-        if pendingInPipeline > 0 {
-            guard channel.isWritable else {
+        guard let wire, !ended else { return false }
+        if pendingInPipeline > 0, !channel.isWritable {
+            // A client this far behind gets no goodbye: its stream ending closes it at once.
+            if subscription.endReason != nil {
+                closeNow(wire)
+            } else {
                 waitingForWritability = true
-                return false
             }
+            return false
         }
         switch subscription.drain(into: &buffer) {
         case .events:
@@ -67,7 +82,18 @@ final class ChannelSink: SubscriptionDriver, @unchecked Sendable {
             return write(buffer.lazy.map(\.chunk), count: buffer.count, to: wire)
         case .keepAlive:
             return write(CollectionOfOne(SSEFrame.keepAliveChunk), count: 1, to: wire)
-        case .end, nil:
+        case .end(let reason):
+            logger.debug("stream ended", metadata: ["tidings.reason": .string(reason.rawValue)])
+            if reason == .slowConsumer {
+                // It stopped reading: no goodbye, the connection goes now.
+                closeNow(wire)
+                return false
+            }
+            ended = true
+            let queued = write(CollectionOfOne(SSEFrame.lastChunk), count: 1, to: wire)
+            if pendingInPipeline == 0 { closeNow(wire) }
+            return queued
+        case nil:
             return false
         }
     }
@@ -78,7 +104,7 @@ final class ChannelSink: SubscriptionDriver, @unchecked Sendable {
             switch DirectWrite.send(chunks, count: count, to: socket) {
             case .sent(let bytes): sent = bytes
             case .closed:
-                wire.close(promise: nil)
+                closeNow(wire)
                 return false
             }
         }
@@ -96,7 +122,7 @@ final class ChannelSink: SubscriptionDriver, @unchecked Sendable {
             chunk.moveReaderIndex(forwardBy: skip)
             skip = 0
             if index == chunks.endIndex {
-                writeTracked(chunk, promise: nil, on: wire)
+                writeTracked(NIOAny(chunk), on: wire)
             } else {
                 wire.write(NIOAny(chunk), promise: nil)
             }
@@ -105,16 +131,21 @@ final class ChannelSink: SubscriptionDriver, @unchecked Sendable {
         return queued
     }
 
-    /// Writes into the pipeline, counting the write until NIO completes it.
-    fileprivate func writeTracked(_ data: NIOAny, promise: EventLoopPromise<Void>?, on context: ChannelHandlerContext) {
-        let promise = promise ?? context.eventLoop.makePromise()
+    /// Writes into the pipeline, counting the write until NIO completes it; closes the
+    /// connection when the stream has ended and this was the last write outstanding.
+    fileprivate func writeTracked(_ data: NIOAny, on context: ChannelHandlerContext) {
+        let promise = context.eventLoop.makePromise(of: Void.self)
         pendingInPipeline += 1
-        promise.futureResult.whenComplete { _ in self.pendingInPipeline -= 1 }
+        promise.futureResult.whenComplete { _ in
+            self.pendingInPipeline -= 1
+            if self.pendingInPipeline == 0, self.ended, let wire = self.wire { self.closeNow(wire) }
+        }
         context.write(data, promise: promise)
     }
 
-    private func writeTracked(_ chunk: ByteBuffer, promise: EventLoopPromise<Void>?, on context: ChannelHandlerContext) {
-        writeTracked(NIOAny(chunk), promise: promise, on: context)
+    private func closeNow(_ wire: ChannelHandlerContext) {
+        ended = true
+        wire.close(promise: nil)
     }
 
     /// On the event loop: sends what was written.
@@ -127,6 +158,22 @@ final class ChannelSink: SubscriptionDriver, @unchecked Sendable {
         guard waitingForWritability, channel.isWritable else { return }
         waitingForWritability = false
         if drainOnLoop() { flushOnLoop() }
+    }
+
+    /// On the event loop: Hummingbird asked to close the live stream's connection (it does so
+    /// when the server shuts down): end the stream properly instead.
+    fileprivate func closeRequested() {
+        subscription.finish(.shutdown)
+    }
+
+    /// On the event loop: the connection is closed; the stream leaves the bus.
+    fileprivate func connectionClosed() {
+        ended = true
+        wire = nil
+        socket = nil
+        subscription.finish(.clientClosed)
+        subscription.detach()
+        bus.unsubscribe(subscription)
     }
 }
 
@@ -192,11 +239,12 @@ final class LoopBatchers: Sendable {
     }
 }
 
-/// Sits next to the socket: gives the sink a place to write raw HTTP chunks (the response is
-/// chunked; its head, the replay and its end still go through Hummingbird's writer and the HTTP
-/// encoder, in order with these writes since all of them run on the channel's event loop),
-/// counts every write passing to NIO until it completes (so the sink knows when a direct write
-/// cannot overtake anything), and tells the sink when the connection becomes writable again.
+/// Sits next to the socket once the stream is taken over from Hummingbird: gives the sink a
+/// place to write raw HTTP chunks (below the HTTP encoder), tells it when the connection becomes
+/// writable again or closes, and keeps Hummingbird's side quiet: its remaining writes (the end of
+/// the response it thinks it wrote) are dropped, a close it asks for becomes a proper end of the
+/// stream, and bytes the client sends after its request are discarded, so no second request is
+/// ever served on a stream's connection.
 private final class WireHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = NIOAny
     typealias OutboundIn = NIOAny
@@ -212,17 +260,31 @@ private final class WireHandler: ChannelDuplexHandler, RemovableChannelHandler {
         sink.socket = DirectWrite.socket(of: context.channel)
         // Whatever Hummingbird wrote before (head, preamble, replay) may still sit in NIO's
         // queue: an empty write completes only after all of it reached the socket.
-        sink.writeTracked(NIOAny(ByteBuffer()), promise: nil, on: context)
+        sink.writeTracked(NIOAny(ByteBuffer()), on: context)
         context.flush()
     }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        sink.writeTracked(data, promise: promise, on: context)
+        promise?.succeed(())
     }
 
-    func handlerRemoved(context: ChannelHandlerContext) {
-        sink.wire = nil
-        sink.socket = nil
+    func flush(context: ChannelHandlerContext) {}
+
+    func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
+        // A stream that already ended (a slow consumer being cut off) closes at once.
+        guard sink.subscription.endReason == nil else {
+            context.close(mode: .all, promise: promise)
+            return
+        }
+        if let promise { context.channel.closeFuture.cascade(to: promise) }
+        sink.closeRequested()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {}
+
+    func channelInactive(context: ChannelHandlerContext) {
+        sink.connectionClosed()
+        context.fireChannelInactive()
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {

@@ -15,8 +15,9 @@ struct EventStream: Sendable {
     let resumePoint: EventID?
     let horizon: EventID
 
+    /// Writes the preamble and the replay, then hands the stream to a ``ChannelSink`` and
+    /// returns: Hummingbird's handler does not wait for the end of the stream.
     func run(writer: inout any ResponseBodyWriter) async throws {
-        defer { gateway.bus.unsubscribe(subscription) }
         let subscription = self.subscription
         do {
             try await withGracefulShutdownHandler {
@@ -32,9 +33,11 @@ struct EventStream: Sendable {
             // The client went away mid-write, or the store failed during replay: end the stream;
             // the client resumes with Last-Event-ID.
             subscription.finish(.clientClosed)
+            gateway.bus.unsubscribe(subscription)
             gateway.logger.debug("stream ended by an error", metadata: ["error.type": "\(String(reflecting: type(of: error)))"])
             return
         }
+        // The sink owns the connection now and drops this: Hummingbird's end of the response.
         try? await writer.finish(nil)
     }
 
@@ -45,14 +48,12 @@ struct EventStream: Sendable {
             let lastReplayed = try await replay(after: resumePoint, writer: &writer)
             subscription.release(afterReplayThrough: lastReplayed)
         }
-        // Live events go straight from the bus into the connection on its event loop; this task
-        // only waits for the end of the stream.
-        let sink = ChannelSink(channel: channel, subscription: subscription, batcher: gateway.batchers.batcher(for: channel.eventLoop))
+        // Live events go straight from the bus into the connection on its event loop, and the
+        // stream's end is written there too.
+        let sink = ChannelSink(
+            channel: channel, subscription: subscription, bus: gateway.bus, logger: gateway.logger,
+            batcher: gateway.batchers.batcher(for: channel.eventLoop))
         try await sink.start()
-        var unused: [Delivery] = []
-        if case .end(let reason) = await subscription.next(into: &unused) {
-            gateway.logger.debug("stream ended", metadata: ["tidings.reason": .string(reason.rawValue)])
-        }
     }
 
     /// Sends history up to the horizon; live events at or below it were in history.
