@@ -5,10 +5,11 @@ import Synchronization
 import Logging
 import TidingsCore
 
-/// Owns a stream once its preamble and replay are written: Hummingbird's handler returns, and
-/// from then on the stream lives on the connection's event loop with no task of its own — live
+/// Owns a stream once its preamble and replay are written. The socket is handed over from
+/// Hummingbird's channel to a bare NIO channel of our own on the same event loop (see
+/// ``StreamHandoff``), and from then on the stream has no task and no HTTP machinery: live
 /// events, keep-alives, the end of the stream and the client going away are all handled here.
-/// (A parked task per stream cost more memory than the connection itself.)
+/// (Hummingbird's connection task and pipeline cost several times more memory than the stream.)
 ///
 /// The bus marks the subscription ready, the loop's ``LoopBatcher`` drains every ready
 /// subscription in one pass. What a connection has queued goes out in one `send`/`sendmsg`
@@ -21,7 +22,8 @@ import TidingsCore
 /// absorbs the backlog, and the client is disconnected when it overflows.
 final class ChannelSink: SubscriptionDriver, @unchecked Sendable {
     // @unchecked: every `var` is only touched on `channel.eventLoop`; the rest is immutable.
-    let channel: any Channel
+    /// Hummingbird's channel until the handoff, then ours (same socket, same event loop).
+    fileprivate(set) var channel: any Channel
     let subscription: Subscription
     private let bus: EventBus
     private let logger: Logger
@@ -50,10 +52,15 @@ final class ChannelSink: SubscriptionDriver, @unchecked Sendable {
     }
 
     /// Takes the connection over from Hummingbird: must be called after its last write for this
-    /// response (they are ordered before the handler's installation on the event loop).
+    /// response (they are ordered before the handoff on the event loop). Hummingbird's handler
+    /// then finds its connection closed and ends.
     func start() async throws {
-        try await channel.eventLoop.submit {
-            try self.channel.pipeline.syncOperations.addHandler(WireHandler(sink: self), position: .first)
+        let hummingbird = channel
+        try await hummingbird.eventLoop.flatSubmit {
+            StreamHandoff.hand(hummingbird) { channel in
+                self.channel = channel
+                try channel.pipeline.syncOperations.addHandler(WireHandler(sink: self))
+            }
         }.get()
         subscription.attach(self)
     }
@@ -160,12 +167,6 @@ final class ChannelSink: SubscriptionDriver, @unchecked Sendable {
         if drainOnLoop() { flushOnLoop() }
     }
 
-    /// On the event loop: Hummingbird asked to close the live stream's connection (it does so
-    /// when the server shuts down): end the stream properly instead.
-    fileprivate func closeRequested() {
-        subscription.finish(.shutdown)
-    }
-
     /// On the event loop: the connection is closed; the stream leaves the bus.
     fileprivate func connectionClosed() {
         ended = true
@@ -239,12 +240,9 @@ final class LoopBatchers: Sendable {
     }
 }
 
-/// Sits next to the socket once the stream is taken over from Hummingbird: gives the sink a
-/// place to write raw HTTP chunks (below the HTTP encoder), tells it when the connection becomes
-/// writable again or closes, and keeps Hummingbird's side quiet: its remaining writes (the end of
-/// the response it thinks it wrote) are dropped, a close it asks for becomes a proper end of the
-/// stream, and bytes the client sends after its request are discarded, so no second request is
-/// ever served on a stream's connection.
+/// The only handler of a stream's own channel: gives the sink a place to write raw HTTP chunks,
+/// tells it when the connection becomes writable again or closes, and discards whatever the
+/// client sends after its request (no second request is ever served on a stream's connection).
 private final class WireHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = NIOAny
     typealias OutboundIn = NIOAny
@@ -258,26 +256,6 @@ private final class WireHandler: ChannelDuplexHandler, RemovableChannelHandler {
     func handlerAdded(context: ChannelHandlerContext) {
         sink.wire = context
         sink.socket = DirectWrite.socket(of: context.channel)
-        // Whatever Hummingbird wrote before (head, preamble, replay) may still sit in NIO's
-        // queue: an empty write completes only after all of it reached the socket.
-        sink.writeTracked(NIOAny(ByteBuffer()), on: context)
-        context.flush()
-    }
-
-    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        promise?.succeed(())
-    }
-
-    func flush(context: ChannelHandlerContext) {}
-
-    func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
-        // A stream that already ended (a slow consumer being cut off) closes at once.
-        guard sink.subscription.endReason == nil else {
-            context.close(mode: .all, promise: promise)
-            return
-        }
-        if let promise { context.channel.closeFuture.cascade(to: promise) }
-        sink.closeRequested()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {}
