@@ -310,4 +310,29 @@ struct SubscribeTests {
             #expect(server.gateway.bus.subscriptionCount == 1, "the client was not disconnected")
         }
     }
+
+    @Test func aRequestPipelinedBehindAStreamIsNeverServed() async throws {
+        try await TestServer.run { server in
+            let token = try await TestServer.token(sub: "alice")
+            let smuggled = #"{"user":"alice","event":"smuggled","data":1}"#
+            let connection = try await RawConnection.connect(port: server.port)
+            defer { connection.close() }
+            try await connection.send(
+                "GET /events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\nAuthorization: Bearer \(token)\r\n\r\n"
+                    + "POST /events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(TestServer.publishKey)\r\n"
+                    + "Content-Type: application/json\r\nContent-Length: \(smuggled.utf8.count)\r\n\r\n\(smuggled)")
+            try await eventually("subscribed") { server.gateway.bus.subscriptionCount == 1 }
+            let id = try await server.publish(user: "alice", event: "legit")
+            try await connection.waitFor("event: legit")
+            #expect(connection.text.contains("id: \(id)\n"))
+            #expect(!connection.text.contains("smuggled"))
+            #expect(!connection.text.contains("HTTP/1.1 202"), "no second response on a stream's connection")
+            // Nothing but the legitimate event was ever stored.
+            let replay = try await server.subscribe(token: token, headers: [("Last-Event-ID", "0")])
+            let events = try await replay.events(1)
+            #expect(events.map(\.type) == ["legit"])
+            try await Task.sleep(for: .milliseconds(200))
+            #expect(replay.rawText.components(separatedBy: "event: ").count == 2, "one event in history: \(replay.rawText)")
+        }
+    }
 }

@@ -15,8 +15,9 @@ struct EventStream: Sendable {
     let resumePoint: EventID?
     let horizon: EventID
 
-    /// Writes the preamble and the replay, then hands the stream to a ``ChannelSink`` and
-    /// returns: Hummingbird's handler does not wait for the end of the stream.
+    /// Writes the preamble and the replay, then hands the stream to a ``ChannelSink``; throws
+    /// ``StreamHandoff/HandedOver`` when it did: Hummingbird's handler does not wait for the end
+    /// of the stream.
     func run(writer: inout any ResponseBodyWriter) async throws {
         let subscription = self.subscription
         do {
@@ -37,8 +38,10 @@ struct EventStream: Sendable {
             gateway.logger.debug("stream ended by an error", metadata: ["error.type": "\(String(reflecting: type(of: error)))"])
             return
         }
-        // The sink owns the connection now and drops this: Hummingbird's end of the response.
-        try? await writer.finish(nil)
+        // The stream's socket belongs to its own channel now. Throwing is how Hummingbird is
+        // told to stop serving this connection: a request pipelined behind the stream, already
+        // read and buffered, must never run (it logs this at trace level and ends the task).
+        throw StreamHandoff.HandedOver()
     }
 
     private func stream(writer: inout any ResponseBodyWriter) async throws {

@@ -16,6 +16,11 @@ import NIOPosix
 /// client (NIO's full close is a plain `close`), and Hummingbird's handler sees its connection
 /// closed and ends, freeing all of it.
 enum StreamHandoff {
+    /// Thrown to Hummingbird's handler once the stream lives on its own channel.
+    struct HandedOver: Error, CustomStringConvertible {
+        var description: String { "the stream's socket was handed to its own channel" }
+    }
+
     struct Failed: Error, CustomStringConvertible {
         var description: String
     }
@@ -47,6 +52,9 @@ enum StreamHandoff {
                 .withConnectedSocket(copy)
         }.flatMap { _ in
             bound.value.closeForReal()
+        }.flatMapError { error in
+            // Half handed over is no state to serve from: the client reconnects and resumes.
+            bound.value.closeForReal().flatMapThrowing { throw error }
         }
     }
 }

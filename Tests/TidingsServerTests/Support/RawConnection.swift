@@ -1,0 +1,55 @@
+import NIOCore
+import NIOPosix
+import Synchronization
+
+/// A TCP connection that sends exact bytes and collects what comes back: for requests no HTTP
+/// client would send (pipelined behind a stream, malformed).
+final class RawConnection: Sendable {
+    private let channel: any Channel
+    private let received: Received
+
+    private init(channel: any Channel, received: Received) {
+        self.channel = channel
+        self.received = received
+    }
+
+    static func connect(port: Int) async throws -> RawConnection {
+        let received = Received()
+        let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(received) }
+            }
+            .connect(host: "127.0.0.1", port: port).get()
+        return RawConnection(channel: channel, received: received)
+    }
+
+    func send(_ text: String) async throws {
+        try await channel.writeAndFlush(ByteBuffer(string: text)).get()
+    }
+
+    /// Everything received so far, as text.
+    var text: String { received.bytes.withLock { String(decoding: $0, as: UTF8.self) } }
+
+    /// Waits until what was received contains `needle`.
+    func waitFor(_ needle: String, timeout: Duration = .seconds(10)) async throws {
+        let deadline = ContinuousClock.now + timeout
+        while !text.contains(needle) {
+            if ContinuousClock.now > deadline { throw TestFailure("no \"\(needle)\" within \(timeout) in: \(text.prefix(2000))") }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+    }
+
+    func close() {
+        channel.close(promise: nil)
+    }
+
+    private final class Received: ChannelInboundHandler, Sendable {
+        typealias InboundIn = ByteBuffer
+        let bytes = Mutex<[UInt8]>([])
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            let buffer = unwrapInboundIn(data)
+            bytes.withLock { $0.append(contentsOf: buffer.readableBytesView) }
+        }
+    }
+}
