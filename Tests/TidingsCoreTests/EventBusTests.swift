@@ -134,7 +134,10 @@ extension Result where Success == [Delivery], Failure == StreamEndError {
 /// A driver that records when the subscription asks to be drained.
 private final class RecordingDriver: SubscriptionDriver {
     let schedules = Mutex(0)
-    func schedule() { schedules.withLock { $0 += 1 } }
+    func schedule() -> (any DrainKick)? {
+        schedules.withLock { $0 += 1 }
+        return nil
+    }
     var count: Int { schedules.withLock { $0 } }
 }
 

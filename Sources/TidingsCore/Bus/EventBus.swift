@@ -163,7 +163,7 @@ public final class EventBus: Sendable {
             for (subscription, _) in overflowed { _ = Self.remove(subscription, from: &state) }
             return count
         }
-        for waker in wake { waker.fire() }
+        Subscription.fire(wake)
         for (subscription, waiter) in overflowed {
             recordRemoval(.slowConsumer)
             subscription.wake(waiter, endedNow: true, reason: .slowConsumer)
@@ -188,9 +188,7 @@ public final class EventBus: Sendable {
     /// Sends keep-alives to streams idle for `keepAlive` and ends streams whose token expired.
     public func tick(now: NIODeadline = .now(), keepAlive: TimeAmount) {
         let subscriptions = state.withLock { Array($0.all.values) }
-        for subscription in subscriptions {
-            _ = subscription.tick(now: now, keepAlive: keepAlive)
-        }
+        Subscription.fire(subscriptions.map { $0.tick(now: now, keepAlive: keepAlive) })
     }
 
     /// Ends every stream and refuses new ones.

@@ -33,7 +33,22 @@ public struct Delivery: Sendable {
 /// When attached, the subscription calls `schedule` (outside its locks) once when it gets work
 /// while no drain is pending; the driver later calls ``Subscription/drain(into:)``.
 public protocol SubscriptionDriver: AnyObject, Sendable {
-    func schedule()
+    /// Queues this driver for a drain. Returns what must be kicked to run the queued drains when
+    /// this call queued the first of a batch; the caller kicks it once, after queueing all the
+    /// drivers it has (an event for 2,000 subscribers is one pass, not 2,000 wake-ups).
+    func schedule() -> (any DrainKick)?
+}
+
+/// Starts the drains queued by ``SubscriptionDriver/schedule()``.
+public protocol DrainKick: AnyObject, Sendable {
+    func kick()
+}
+
+extension SubscriptionDriver {
+    /// Queues this driver and starts its drain.
+    func scheduleNow() {
+        schedule()?.kick()
+    }
 }
 
 /// One open stream's registration on the bus: a bounded queue of encoded events.
@@ -126,7 +141,7 @@ public final class Subscription: Sendable {
             state.scheduled = true
             return true
         }
-        if schedule { driver.schedule() }
+        if schedule { driver.scheduleNow() }
     }
 
     /// Drops the attached driver (which references this subscription): call when it is done.
@@ -187,7 +202,7 @@ public final class Subscription: Sendable {
             return (true, attached)
         }
         if driven {
-            driver?.schedule()
+            driver?.scheduleNow()
         } else if endedNow, reason == .slowConsumer || (waiter == nil && reason != .clientClosed) {
             interrupt?()
         }
@@ -199,6 +214,22 @@ public final class Subscription: Sendable {
         state.withLock { $0.end }
     }
 
+    /// Fires `wakes`, kicking each distinct drain once after all drivers are queued.
+    static func fire(_ wakes: [Wake]) {
+        var kicks: [any DrainKick] = []
+        for wake in wakes {
+            switch wake {
+            case .none:
+                break
+            case .writer(let continuation):
+                continuation.resume()
+            case .driver(let driver):
+                if let kick = driver.schedule(), !kicks.contains(where: { $0 === kick }) { kicks.append(kick) }
+            }
+        }
+        for kick in kicks { kick.kick() }
+    }
+
     enum Wake {
         case none
         case writer(CheckedContinuation<Void, Never>)
@@ -208,7 +239,7 @@ public final class Subscription: Sendable {
             switch self {
             case .none: break
             case .writer(let continuation): continuation.resume()
-            case .driver(let driver): driver.schedule()
+            case .driver(let driver): driver.scheduleNow()
             }
         }
     }
@@ -234,21 +265,19 @@ public final class Subscription: Sendable {
         }
     }
 
-    /// Checks expiry and keep-alive at `now`. Called by the bus.
-    /// - Returns: true when the token expired now.
-    func tick(now: NIODeadline, keepAlive: TimeAmount) -> Bool {
+    /// Checks expiry and keep-alive at `now`. Called by the bus, which fires the returned wakes
+    /// of all streams together.
+    func tick(now: NIODeadline, keepAlive: TimeAmount) -> Wake {
         if let expiresAt, now >= expiresAt {
             let ended = state.withLock { $0.end == nil }
             if ended { finish(.tokenExpired) }
-            return ended
+            return .none
         }
-        let wake = state.withLock { state -> Wake in
+        return state.withLock { state -> Wake in
             guard state.end == nil, !state.keepAliveDue, now - state.lastActivity >= keepAlive else { return .none }
             state.keepAliveDue = true
             return state.wakeForWork()
         }
-        wake.fire()
-        return false
     }
 }
 

@@ -65,7 +65,7 @@ final class ChannelSink: SubscriptionDriver, @unchecked Sendable {
         subscription.attach(self)
     }
 
-    func schedule() {
+    func schedule() -> (any DrainKick)? {
         batcher.schedule(self)
     }
 
@@ -179,8 +179,9 @@ final class ChannelSink: SubscriptionDriver, @unchecked Sendable {
 }
 
 /// One per event loop: collects ready sinks and drains them in one task on the loop, so a burst
-/// of events costs one loop hop per loop and one flush per connection, not one per event.
-final class LoopBatcher: Sendable {
+/// of events costs one loop hop per loop and one flush per connection, not one per event; the
+/// bus queues every sink an event reaches before it kicks the drain.
+final class LoopBatcher: DrainKick, Sendable {
     let loop: any EventLoop
     private let state = Mutex(State())
 
@@ -194,16 +195,19 @@ final class LoopBatcher: Sendable {
         self.loop = loop
     }
 
-    func schedule(_ sink: ChannelSink) {
-        let submit = state.withLock { state -> Bool in
+    /// Queues `sink`; returns self when the caller must ``kick()`` (no drain was pending).
+    func schedule(_ sink: ChannelSink) -> (any DrainKick)? {
+        let first = state.withLock { state -> Bool in
             state.ready.append(sink)
             if state.scheduled { return false }
             state.scheduled = true
             return true
         }
-        if submit {
-            loop.execute { self.drainAll() }
-        }
+        return first ? self : nil
+    }
+
+    func kick() {
+        loop.execute { self.drainAll() }
     }
 
     private func drainAll() {
