@@ -6,8 +6,10 @@
 #
 # Usage: scripts/bench.sh [options]
 #   --runs N            runs per scenario and server (default 3)
-#   --scenarios LIST    comma-separated subset of: light,overload,fanout10k,users,idle,replay
-#                       (default: all; durable is added when BENCH_DATABASE_URL is set)
+#   --scenarios LIST    comma-separated subset of: light,overload,fanout10k,users,idle,replay,
+#                       durable,durable1 (default: all)
+#   --no-durable        skip the PostgreSQL scenarios (durable: 16 publishers, batches of 100;
+#                       durable1: one publisher, one event per request)
 #   --duration D        measurement window of each run (default 10s)
 #   --quick             1 run, 5s windows: a smoke test, not a measurement
 #   --no-micro          skip the package-benchmark suites
@@ -15,7 +17,9 @@
 #   --no-floor          skip the C floor reference runs
 #   --update-thresholds rewrite Benchmarks/Thresholds from this machine instead of checking
 #   --server-cpu N / --load-cpu N   cores to pin to (default 0 and 1)
-# Environment: BENCH_DATABASE_URL  also measure durable publishing (PostgreSQL mode).
+# Environment: BENCH_DATABASE_URL  the database of the durable scenarios; without it a
+#              throwaway cluster (fsync on, as in production) is started on port
+#              BENCH_PG_PORT (default 55449) and removed afterwards.
 # Exit status: 0 when every step ran and no micro-benchmark regressed past its threshold.
 set -euo pipefail
 
@@ -24,7 +28,8 @@ cd "$ROOT"
 
 RUNS=3
 DURATION=10s
-SCENARIOS=light,overload,fanout10k,users,idle,replay
+SCENARIOS=light,overload,fanout10k,users,idle,replay,durable,durable1
+DURABLE=1
 MICRO=1
 LOAD=1
 FLOOR=1
@@ -43,6 +48,7 @@ while [[ $# -gt 0 ]]; do
         --no-micro) MICRO=0; shift ;;
         --no-load) LOAD=0; shift ;;
         --no-floor) FLOOR=0; shift ;;
+        --no-durable) DURABLE=0; shift ;;
         --update-thresholds) UPDATE_THRESHOLDS=1; shift ;;
         --server-cpu) SERVER_CPU=$2; shift 2 ;;
         --load-cpu) LOAD_CPU=$2; shift 2 ;;
@@ -51,7 +57,7 @@ while [[ $# -gt 0 ]]; do
     esac
 done
 [[ "$RUNS" =~ ^[1-9][0-9]*$ ]] || { echo "bench.sh: --runs must be a positive integer" >&2; exit 64; }
-if [[ -n "${BENCH_DATABASE_URL:-}" ]]; then SCENARIOS="$SCENARIOS,durable"; fi
+if [[ $DURABLE == 0 ]]; then SCENARIOS=$(tr ',' '\n' <<<"$SCENARIOS" | grep -v '^durable' | paste -sd, -); fi
 
 log() { printf '\n== %s\n' "$*" >&2; }
 STATUS=0
@@ -123,10 +129,11 @@ if [[ $LOAD == 1 ]]; then
             idle) echo "idle --connections 10000 --ramp 4000 --duration 3s" ;;
             replay) echo "replay --missed 999 --iterations 20 --background 99000" ;;
             durable) echo "users --connections 200 --publish-connections 16 --batch 100" ;;
+            durable1) echo "users --connections 200 --publish-connections 1 --pipeline 1" ;;
             *) return 1 ;;
         esac
     }
-    floor_supported() { [[ "$1" != replay && "$1" != durable ]]; }
+    floor_supported() { [[ "$1" != replay && "$1" != durable* ]]; }
 
     run_one() { # scenario server run
         local scenario=$1 server=$2 run=$3 out="$RAW/$1-$2-$3.json"
@@ -135,7 +142,7 @@ if [[ $LOAD == 1 ]]; then
         local spawn=(--spawn)
         [[ $server == floor ]] && spawn=(--spawn-command "$FLOOR_BIN {port}" --label floor)
         local extra=()
-        [[ $scenario == durable ]] && extra=(--server-arg=--database-url="$BENCH_DATABASE_URL")
+        [[ $scenario == durable* ]] && extra=(--server-arg=--database-url="$BENCH_DATABASE_URL")
         case "$scenario" in idle|replay) ;; *) extra+=(--duration "$DURATION") ;; esac
         printf '   %-10s %-8s run %d: tidings bench %s\n' "$scenario" "$server" "$run" "$args" >&2
         # shellcheck disable=SC2086
@@ -148,6 +155,15 @@ if [[ $LOAD == 1 ]]; then
     }
 
     IFS=',' read -r -a LIST <<<"$SCENARIOS"
+    if [[ ",$SCENARIOS," == *,durable* ]]; then
+        if [[ -z "${BENCH_DATABASE_URL:-}" ]]; then
+            BENCH_PG_DIR=$(mktemp -d /tmp/tidings-bench-pg.XXXXXX)
+            trap 'scripts/pg-cluster.sh stop "$BENCH_PG_DIR" >/dev/null 2>&1 || true; rm -rf "$BENCH_PG_DIR"' EXIT
+            log "starting a throwaway PostgreSQL for the durable scenarios"
+            BENCH_DATABASE_URL=$(scripts/pg-cluster.sh start "$BENCH_PG_DIR" "${BENCH_PG_PORT:-55449}")
+        fi
+        "$TIDINGS" migrate --database-url "$BENCH_DATABASE_URL" >&2
+    fi
     for scenario in "${LIST[@]}"; do
         scenario_args "$scenario" >/dev/null || { echo "bench.sh: unknown scenario $scenario" >&2; exit 64; }
         log "scenario $scenario: $(scenario_args "$scenario"), $RUNS run(s) each"
