@@ -1,8 +1,6 @@
-import NIOConcurrencyHelpers
-import NIOCore
-import NIOHTTPTypes
-import Synchronization
 import Logging
+import NIOCore
+import Synchronization
 import TidingsCore
 
 /// Owns a stream once its preamble and replay are written. The socket is handed over from
@@ -30,10 +28,10 @@ final class ChannelSink: SubscriptionDriver, @unchecked Sendable {
     private let batcher: LoopBatcher
     private var buffer: [Delivery] = []
     private var waitingForWritability = false
-    /// The context of our handler next to the socket: live chunks are written there, below the
-    /// HTTP encoder, pre-encoded once per event.
+    /// The context of the stream channel's only handler: chunks NIO must write go there
+    /// (pre-encoded HTTP chunks, shared by every subscriber of an event).
     fileprivate var wire: ChannelHandlerContext?
-    /// Writes handed to NIO's pipeline below us whose promise has not completed yet. While it is
+    /// Writes handed to NIO whose promise has not completed yet. While it is
     /// zero NIO holds no unsent bytes for this socket, so a live chunk can go straight to the
     /// socket with one `send` — NIO's write path costs more than the syscall itself at light
     /// fan-out — without overtaking anything.
