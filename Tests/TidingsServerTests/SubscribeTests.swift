@@ -14,6 +14,8 @@ struct SubscribeTests {
             #expect(stream.headers["Content-Type"].first == "text/event-stream; charset=utf-8")
             #expect(stream.headers["Cache-Control"].first == "no-cache")
             #expect(stream.headers["X-Accel-Buffering"].first == "no")
+            // The connection ends with the stream: no proxy or client should try to reuse it.
+            #expect(stream.headers["Connection"].first == "close")
             #expect(try await stream.nextMessage(timeout: .seconds(2)) == .retry(2500))
             #expect(try await stream.nextMessage(timeout: .seconds(2)) == .comment("tidings"))
             #expect(stream.rawText.hasPrefix("retry: 2500\n: "))

@@ -73,6 +73,8 @@ public struct SubscribeController: Sendable {
         headers[.contentType] = "text/event-stream; charset=utf-8"
         headers[.cacheControl] = "no-cache"
         headers[HTTPField.Name("X-Accel-Buffering")!] = "no"
+        // The stream's connection serves nothing else and closes when the stream ends.
+        headers[.connection] = "close"
         return Response(
             status: .ok, headers: headers,
             body: ResponseBody { writer in
