@@ -124,7 +124,10 @@ def machine():
     except OSError:
         pass
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True).stdout.strip()
+    # The reports this script writes do not count as changes to what was measured.
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)Benchmarks/results"],
+        capture_output=True, text=True).stdout.strip()
     return f"{os.cpu_count()} cores ({model or platform.processor()}), Linux {platform.release()}", commit + (" + local changes" if dirty else "")
 
 

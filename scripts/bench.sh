@@ -174,6 +174,12 @@ if [[ $LOAD == 1 ]]; then
     done
 fi
 
+if [[ $UPDATE_THRESHOLDS == 1 && $LOAD == 0 ]]; then
+    # Only the thresholds were the point: keep the last full report.
+    echo "thresholds updated in Benchmarks/Thresholds/ (report left as it was)" >&2
+    exit $STATUS
+fi
+
 log "writing the report"
 REPORT="$ROOT/Benchmarks/results/$DAY.md"
 python3 "$ROOT/Benchmarks/report.py" "$RAW" \
