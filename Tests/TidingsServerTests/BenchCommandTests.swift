@@ -1,0 +1,70 @@
+import Foundation
+import Testing
+
+/// `tidings bench` (the load tool behind `make bench`) run as a user would, against a real
+/// gateway, with its JSON report checked against what the gateway must have done.
+@Suite("tidings bench")
+struct BenchCommandTests {
+    private func report(_ arguments: [String]) async throws -> [String: Any] {
+        let run = try await CLITests.run(["bench"] + arguments + ["--json", "--quiet"], timeout: 60)
+        #expect(run.status == 0, "\(run.error)")
+        guard let object = try JSONSerialization.jsonObject(with: Data(run.output.utf8)) as? [String: Any] else {
+            throw TestFailure("not a JSON object: \(run.output.prefix(500))")
+        }
+        return object
+    }
+
+    private func number(_ object: [String: Any], _ path: String) -> Double? {
+        var value: Any? = object
+        for key in path.split(separator: ".") { value = (value as? [String: Any])?[String(key)] }
+        return (value as? NSNumber)?.doubleValue
+    }
+
+    @Test func fanoutCountsEveryEventForEverySubscriber() async throws {
+        try await TestServer.run { server in
+            let report = try await report([
+                "fanout", "--url", server.baseURL, "--jwt-secret", TestServer.secret,
+                "--connections", "20", "--rate", "40", "--warmup", "0.5s", "--duration", "1.5s",
+            ])
+            #expect(number(report, "connections.opened") == 20)
+            #expect(number(report, "connections.failed") == 0)
+            let accepted = try #require(number(report, "publishing.acceptedEvents"))
+            #expect(accepted >= 30, "about 40/s for 1.5 s")
+            #expect(number(report, "delivery.expected") == accepted * 20)
+            // Deliveries count when they arrive, publishes when they are accepted: an event in
+            // flight at either edge of the window may count on one side only.
+            let delivered = try #require(number(report, "delivery.events"))
+            #expect(abs(delivered - accepted * 20) <= 2 * 20, "accepted \(accepted) × 20, delivered \(delivered)")
+            #expect(number(report, "delivery.latencyMs.count") == delivered, "every delivery carried its send time")
+            #expect(number(report, "delivery.resets") == 0)
+        }
+    }
+
+    @Test func usersDeliversEachPublishToItsUser() async throws {
+        try await TestServer.run { server in
+            let report = try await report([
+                "users", "--url", server.baseURL, "--jwt-secret", TestServer.secret,
+                "--connections", "10", "--publish-connections", "2", "--pipeline", "2",
+                "--warmup", "0.5s", "--duration", "1.5s",
+            ])
+            let accepted = try #require(number(report, "publishing.acceptedEvents"))
+            let delivered = try #require(number(report, "delivery.events"))
+            #expect(accepted > 0)
+            // Only events in flight at either edge of the window (2 connections × 2 in flight
+            // at each) may count on one side only.
+            #expect(abs(delivered - accepted) <= 2 * 2 * 2, "accepted \(accepted), delivered \(delivered)")
+            #expect(number(report, "publishing.connectionErrors") == 0)
+            #expect(((report["publishing"] as? [String: Any])?["rejected"] as? [String: Any])?.isEmpty == true)
+        }
+    }
+
+    @Test func replayAndIdleAgainstASpawnedServer() async throws {
+        let replay = try await report(["replay", "--spawn", "--missed", "50", "--iterations", "3", "--background", "100"])
+        #expect(number(replay, "replay.completed") == 3, "every reconnect received all 50 missed events")
+        #expect(number(replay, "replay.timeMs.count") == 3)
+        let idle = try await report(["idle", "--spawn", "--connections", "50", "--settle", "0.5s"])
+        #expect(number(idle, "connections.opened") == 50)
+        let perConnection = try #require(number(idle, "server.memoryPerConnectionBytes"))
+        #expect(perConnection > 0 && perConnection < 1_048_576, "\(perConnection) bytes per stream")
+    }
+}
