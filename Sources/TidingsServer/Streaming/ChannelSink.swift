@@ -36,8 +36,13 @@ final class ChannelSink: SubscriptionDriver, @unchecked Sendable {
     /// socket with one `send` — NIO's write path costs more than the syscall itself at light
     /// fan-out — without overtaking anything.
     fileprivate var pendingInPipeline = 0
-    /// The socket under the channel, for direct writes (nil: everything goes through NIO).
-    fileprivate var socket: DirectWrite.Socket?
+    /// The descriptor of the stream's channel, for direct writes (nil: everything goes through
+    /// NIO). Kept here rather than asked of the channel per write (two more objects touched per
+    /// subscriber per event). It is cleared before this code closes the channel and when the
+    /// channel becomes inactive; NIO closes the descriptor only inside its close, and the only
+    /// code of ours that can run between that and `channelInactive` is a writability change,
+    /// which checks `isActive` (already false by then) before writing.
+    fileprivate var descriptor: CInt?
     /// The stream's last chunk is written (or the connection is gone): close once NIO wrote it.
     private var ended = false
 
@@ -105,8 +110,8 @@ final class ChannelSink: SubscriptionDriver, @unchecked Sendable {
 
     private func write<Chunks: Collection<ByteBuffer>>(_ chunks: Chunks, count: Int, to wire: ChannelHandlerContext) -> Bool {
         var sent = 0
-        if pendingInPipeline == 0, let socket {
-            switch DirectWrite.send(chunks, count: count, to: socket) {
+        if pendingInPipeline == 0, let descriptor {
+            switch DirectWrite.send(chunks, count: count, on: descriptor) {
             case .sent(let bytes): sent = bytes
             case .closed:
                 closeNow(wire)
@@ -150,6 +155,7 @@ final class ChannelSink: SubscriptionDriver, @unchecked Sendable {
 
     private func closeNow(_ wire: ChannelHandlerContext) {
         ended = true
+        descriptor = nil
         wire.close(promise: nil)
     }
 
@@ -160,7 +166,7 @@ final class ChannelSink: SubscriptionDriver, @unchecked Sendable {
 
     /// On the event loop: the connection can take data again.
     func writabilityChanged() {
-        guard waitingForWritability, channel.isWritable else { return }
+        guard waitingForWritability, channel.isActive, channel.isWritable else { return }
         waitingForWritability = false
         if drainOnLoop() { flushOnLoop() }
     }
@@ -169,7 +175,7 @@ final class ChannelSink: SubscriptionDriver, @unchecked Sendable {
     fileprivate func connectionClosed() {
         ended = true
         wire = nil
-        socket = nil
+        descriptor = nil
         subscription.finish(.clientClosed)
         subscription.detach()
         bus.unsubscribe(subscription)
@@ -257,7 +263,7 @@ private final class WireHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         sink.wire = context
-        sink.socket = DirectWrite.socket(of: context.channel)
+        sink.descriptor = DirectWrite.descriptor(of: context)
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {}

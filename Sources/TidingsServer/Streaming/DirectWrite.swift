@@ -21,29 +21,19 @@ enum DirectWrite {
     /// written through NIO anyway).
     static let maxChunks = 64
 
-    /// The channel's socket, when it exposes one. Looked up once per connection: the lookup is
-    /// a dynamic cast that costs more than the `send`. (This is what
-    /// `ChannelPipeline.SynchronousOperations.withUnsafeTransportIfAvailable` does on every call;
-    /// the socket's open check still runs on every write.)
-    typealias Socket = any NIOTransportAccessibleChannelCore<NIOBSDSocket.Handle>
-
-    static func socket(of channel: any Channel) -> Socket? {
-        channel._channelCore as? Socket
+    /// The descriptor of `context`'s channel, if it exposes one (on the channel's event loop).
+    static func descriptor(of context: ChannelHandlerContext) -> CInt? {
+        try? context.pipeline.syncOperations.withUnsafeTransportIfAvailable(of: NIOBSDSocket.Handle.self) { $0 }
     }
 
-    static func send<Chunks: Collection<ByteBuffer>>(_ chunks: Chunks, count: Int, to socket: Socket) -> Outcome {
-        do {
-            return try socket.withUnsafeTransport { fd in
-                if count == 1, let chunk = chunks.first {
-                    return chunk.withUnsafeReadableBytes { bytes in
-                        outcome(of: Glibc.send(fd, bytes.baseAddress, bytes.count, Int32(MSG_DONTWAIT | MSG_NOSIGNAL)))
-                    }
-                }
-                return gather(chunks.prefix(maxChunks), fd: fd)
+    /// Sends `chunks` (`count` of them) on `fd`: `send` for one, `sendmsg` for several.
+    static func send<Chunks: Collection<ByteBuffer>>(_ chunks: Chunks, count: Int, on fd: CInt) -> Outcome {
+        if count == 1, let chunk = chunks.first {
+            return chunk.withUnsafeReadableBytes { bytes in
+                outcome(of: Glibc.send(fd, bytes.baseAddress, bytes.count, Int32(MSG_DONTWAIT | MSG_NOSIGNAL)))
             }
-        } catch {
-            return .closed
         }
+        return gather(chunks.prefix(maxChunks), fd: fd)
     }
 
     private static func gather<Chunks: Collection<ByteBuffer>>(_ chunks: Chunks, fd: CInt) -> Outcome {
