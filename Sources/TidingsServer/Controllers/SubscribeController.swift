@@ -47,7 +47,9 @@ public struct SubscribeController: Sendable {
         do {
             (subscription, horizon) = try gateway.bus.subscribe(
                 user: subscriber.user, targets: targets, expiresAt: expiresAt, hold: resumePoint != nil,
-                interrupt: { channel.close(promise: nil) })
+                // Weak: once the stream has its own channel, Hummingbird's is closed and must
+                // not be kept alive by the subscription.
+                interrupt: { [weak channel] in channel?.close(promise: nil) })
         } catch {
             gateway.metrics.subscribeRejected.increment()
             switch error {

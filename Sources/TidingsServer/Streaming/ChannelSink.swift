@@ -63,9 +63,12 @@ final class ChannelSink: SubscriptionDriver, @unchecked Sendable {
             StreamHandoff.hand(hummingbird) { channel in
                 self.channel = channel
                 try channel.pipeline.syncOperations.addHandler(WireHandler(sink: self))
+            }.map {
+                // Unless the client already left (then the stream is off the bus, and attaching
+                // would tie the subscription and this sink to each other for good).
+                if !self.ended { self.subscription.attach(self) }
             }
         }.get()
-        subscription.attach(self)
     }
 
     func schedule() -> (any DrainKick)? {
