@@ -1,17 +1,14 @@
-#if canImport(Glibc)
 import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 import NIOCore
 
-/// One `send`/`writev` of pre-encoded chunks to a connection's socket, bypassing NIO's write
+/// One `send`/`sendmsg` of pre-encoded chunks to a connection's socket, bypassing NIO's write
 /// path. Only valid on the channel's event loop while NIO holds no unsent bytes for it (see
-/// ``ChannelSink``); never blocks (`MSG_DONTWAIT`), never raises SIGPIPE.
+/// ``ChannelSink``); never blocks (`MSG_DONTWAIT`), never raises SIGPIPE (`MSG_NOSIGNAL`).
+/// Linux only, like the rest of the gateway.
 enum DirectWrite {
     enum Outcome {
-        /// This many bytes went to the socket (0 when it would block or the channel does not
-        /// expose its socket): the caller queues the rest through NIO.
+        /// This many bytes went to the socket (0 when it would block): the caller queues the
+        /// rest through NIO.
         case sent(Int)
         /// The socket is closed or broken.
         case closed
