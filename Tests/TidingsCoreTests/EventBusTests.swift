@@ -131,14 +131,39 @@ extension Result where Success == [Delivery], Failure == StreamEndError {
     }
 }
 
-/// A driver that records when the subscription asks to be drained.
+/// A driver that records when the subscription asks to be drained; with a `kick`, it behaves
+/// like a per-loop batcher: the first driver queued since the last kick returns the kick.
 private final class RecordingDriver: SubscriptionDriver {
     let schedules = Mutex(0)
+    let kick: CountingKick?
+
+    init(kick: CountingKick? = nil) {
+        self.kick = kick
+    }
+
     func schedule() -> (any DrainKick)? {
         schedules.withLock { $0 += 1 }
-        return nil
+        return kick?.queue()
     }
     var count: Int { schedules.withLock { $0 } }
+}
+
+private final class CountingKick: DrainKick {
+    private let state = Mutex((pending: false, kicks: 0))
+
+    func queue() -> (any DrainKick)? {
+        state.withLock { state in
+            if state.pending { return nil }
+            state.pending = true
+            return self
+        }
+    }
+
+    func kick() {
+        state.withLock { $0 = (false, $0.kicks + 1) }
+    }
+
+    var kicks: Int { state.withLock { $0.kicks } }
 }
 
 @Suite("Subscription driven by a driver")
@@ -194,5 +219,28 @@ struct DrivenSubscriptionTests {
         #expect(driver.count == 1)
         var buffer: [Delivery] = []
         guard case .end(.shutdown) = subscription.drain(into: &buffer) else { Issue.record("no end"); return }
+    }
+
+    @Test func anEventForManyDrivenStreamsKicksTheirLoopOnce() {
+        let bus = EventBus(limits: .init(maxQueue: 10))
+        let loop = CountingKick()
+        let drivers = (0..<50).map { _ in RecordingDriver(kick: loop) }
+        let subscriptions = drivers.map { driver in
+            let subscription = try! bus.subscribe(user: "u", targets: [.topic("all")], hold: false).subscription
+            subscription.attach(driver)
+            return subscription
+        }
+        bus.deliver(Event(id: 1, targets: [.topic("all")], type: EventType("t")!, data: "1", createdAt: Date()))
+        #expect(drivers.allSatisfy { $0.count == 1 }, "every stream was queued")
+        #expect(loop.kicks == 1, "one drain for the whole event")
+        // The loop drains them; then keep-alives for all of them are one kick too.
+        var buffer: [Delivery] = []
+        for subscription in subscriptions {
+            _ = subscription.drain(into: &buffer)
+            buffer.removeAll()
+        }
+        bus.tick(now: .now() + .seconds(60), keepAlive: .seconds(1))
+        #expect(loop.kicks == 2)
+        #expect(drivers.allSatisfy { $0.count == 2 })
     }
 }

@@ -234,14 +234,6 @@ public final class Subscription: Sendable {
         case none
         case writer(CheckedContinuation<Void, Never>)
         case driver(any SubscriptionDriver)
-
-        func fire() {
-            switch self {
-            case .none: break
-            case .writer(let continuation): continuation.resume()
-            case .driver(let driver): driver.scheduleNow()
-            }
-        }
     }
 
     enum EnqueueResult {

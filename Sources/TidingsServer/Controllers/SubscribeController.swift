@@ -83,11 +83,11 @@ public struct SubscribeController: Sendable {
                 // Returns once the stream is handed to the connection's event loop (see
                 // ChannelSink), which notices the client leaving; a client that leaves during
                 // the replay fails its writes. The replay runs in a child task too.
-                let handedOver = HandedOver(value: writer)
+                let moved = MovedToChildTask(value: writer)
                 writer = try await inChildTask {
-                    var writer = handedOver.value
+                    var writer = moved.value
                     try await stream.run(writer: &writer)
-                    return HandedOver(value: writer)
+                    return MovedToChildTask(value: writer)
                 }.value
             })
     }

@@ -15,6 +15,6 @@ func inChildTask<Result: Sendable>(_ body: @escaping @Sendable () async throws -
 
 /// Moves a value that is not `Sendable` into a child task that the owner awaits at once, so the
 /// two never use it at the same time.
-struct HandedOver<Value>: @unchecked Sendable {
+struct MovedToChildTask<Value>: @unchecked Sendable {
     var value: Value
 }

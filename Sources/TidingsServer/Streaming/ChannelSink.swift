@@ -45,6 +45,8 @@ final class ChannelSink: SubscriptionDriver, @unchecked Sendable {
     fileprivate var descriptor: CInt?
     /// The stream's last chunk is written (or the connection is gone): close once NIO wrote it.
     private var ended = false
+    /// The close was asked for.
+    private var closing = false
 
     init(channel: any Channel, subscription: Subscription, bus: EventBus, logger: Logger, batcher: LoopBatcher) {
         self.channel = channel
@@ -156,8 +158,11 @@ final class ChannelSink: SubscriptionDriver, @unchecked Sendable {
         context.write(data, promise: promise)
     }
 
+    /// Closes the connection, once.
     private func closeNow(_ wire: ChannelHandlerContext) {
         ended = true
+        guard !closing else { return }
+        closing = true
         descriptor = nil
         wire.close(promise: nil)
     }
