@@ -1,4 +1,5 @@
 public import Hummingbird
+import HummingbirdCore
 public import Logging
 import NIOCore
 import Prometheus
@@ -41,9 +42,15 @@ public func buildApplication(
         registry: registry,
         logger: logger)
     let router = buildRouter(gateway: gateway)
+    var http1 = HTTP1Channel.Configuration()
+    if let memory = backend.store as? MemoryEventStore {
+        let publisher = InlinePublisher(gateway: gateway, store: memory)
+        http1.additionalChannelHandlers = { [InlinePublishHandler(publisher: publisher)] }
+    }
     let application = Application(
         router: router,
-        configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "tidings"),
+        server: .http1(configuration: http1),
+        configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: InlinePublisher.serverName),
         services: backend.services + [BusTicker(bus: bus, keepAlive: configuration.keepAlive)],
         onServerRunning: onServerRunning,
         eventLoopGroupProvider: .shared(ServerEventLoops.group),

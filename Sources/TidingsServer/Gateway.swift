@@ -1,6 +1,7 @@
 public import Logging
 public import Prometheus
 public import TidingsCore
+import Synchronization
 
 /// The parts one gateway process shares between its endpoints and services.
 public final class Gateway: Sendable {
@@ -15,6 +16,8 @@ public final class Gateway: Sendable {
     let metrics: GatewayMetrics
     /// Per event loop: drains ready streams into their connections.
     let batchers = LoopBatchers()
+    /// Publishes answered on the event loop (`InlinePublishHandler`), for tests and benchmarks.
+    let inlinePublishes = Atomic<Int>(0)
 
     init(
         configuration: TidingsConfiguration,

@@ -26,6 +26,8 @@ public struct Publisher: Sendable {
     /// `jwt:<sub>` or `key:<first 16 hex digits of the key's SHA-256>`: never the secret itself.
     public var id: String
     public var rights: Rights
+    /// When the token expires; `nil` for a static key.
+    public var expiresAt: Date? = nil
 
     public func mayPublish(to target: Target) -> Bool {
         switch rights {
@@ -147,13 +149,29 @@ public final class Authenticator: Sendable {
             if let key = publishKey(credential) { return key }
             throw error
         }
+        guard let publisher = Self.publisher(claims) else { throw .notAPublisher }
+        return publisher
+    }
+
+    /// The publisher of `credential` when that is known without verifying anything: a static key
+    /// (not containing dots) or a token verified before and not expired. `nil` otherwise, also for
+    /// credentials that would be refused; `publisher(credential:)` gives the reason.
+    public func knownPublisher(credential: String) -> Publisher? {
+        let looksLikeJWT = credential.utf8.lazy.filter { $0 == UInt8(ascii: ".") }.count == 2
+        guard looksLikeJWT else { return publishKey(credential) }
+        guard let claims = verified.withLock({ $0[credential] }) else { return nil }
+        if let exp = claims.exp, exp.value <= Date() { return nil }
+        return Self.publisher(claims)
+    }
+
+    private static func publisher(_ claims: TidingsClaims) -> Publisher? {
         switch claims.publish {
         case .all(true):
-            return Publisher(id: "jwt:\(claims.sub.value)", rights: .everywhere)
+            Publisher(id: "jwt:\(claims.sub.value)", rights: .everywhere, expiresAt: claims.exp?.value)
         case .patterns(let patterns) where !patterns.isEmpty:
-            return Publisher(id: "jwt:\(claims.sub.value)", rights: .patterns(patterns.map(TargetPattern.init)))
+            Publisher(id: "jwt:\(claims.sub.value)", rights: .patterns(patterns.map(TargetPattern.init)), expiresAt: claims.exp?.value)
         default:
-            throw .notAPublisher
+            nil
         }
     }
 
@@ -163,6 +181,14 @@ public final class Authenticator: Sendable {
         let digest = SHA256.hash(data: Data(credential.utf8))
         guard let key = publishKeys.first(where: { Self.constantTimeEqual($0.digest, digest) }) else { return nil }
         return Publisher(id: key.id, rights: .everywhere)
+    }
+
+    /// Equal bytes, compared in time that depends only on the lengths.
+    static func constantTimeEqual(_ a: some Collection<UInt8>, _ b: some Collection<UInt8>) -> Bool {
+        guard a.count == b.count else { return false }
+        var difference: UInt8 = 0
+        for (x, y) in zip(a, b) { difference |= x ^ y }
+        return difference == 0
     }
 
     private static func constantTimeEqual(_ a: SHA256Digest, _ b: SHA256Digest) -> Bool {

@@ -69,13 +69,28 @@ public struct PublishController: Sendable {
             gateway.logger.error("publish failed", metadata: ["error.type": "\(String(reflecting: type(of: error)))", "error": "\(error)"])
             throw Problem.unavailable("the event store is unavailable; nothing was stored, retry later", retryAfter: 2)
         }
-        let json: String
-        if decoded.isBatch {
-            json = #"{"ids":["# + ids.map { "\"\($0)\"" }.joined(separator: ",") + "]}"
+        return Response(status: .accepted, headers: [.contentType: "application/json"],
+                        body: .init(byteBuffer: Self.acceptedBody(ids: ids, isBatch: decoded.isBatch)))
+    }
+
+    /// The 202 body: `{"id":"…"}` for one event, `{"ids":[…]}` for a batch.
+    static func acceptedBody(ids: [EventID], isBatch: Bool) -> ByteBuffer {
+        var buffer = ByteBuffer()
+        buffer.reserveCapacity(isBatch ? 10 + ids.count * 22 : 32)
+        if isBatch {
+            buffer.writeStaticString(#"{"ids":["#)
+            for (index, id) in ids.enumerated() {
+                buffer.writeStaticString(index == 0 ? "\"" : ",\"")
+                buffer.writeString(String(id))
+                buffer.writeStaticString("\"")
+            }
+            buffer.writeStaticString("]}")
         } else {
-            json = #"{"id":"\#(ids[0])"}"#
+            buffer.writeStaticString(#"{"id":""#)
+            buffer.writeString(String(ids[0]))
+            buffer.writeStaticString(#""}"#)
         }
-        return Response(status: .accepted, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: json)))
+        return buffer
     }
 
     private func identify(_ request: Request) async throws -> Publisher {

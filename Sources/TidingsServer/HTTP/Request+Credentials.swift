@@ -3,8 +3,26 @@ import Hummingbird
 
 extension Request {
     /// The token of an `Authorization: Bearer …` header; `""` when the header has another scheme.
-    var bearerCredential: String? {
-        guard let value = headers[.authorization] else { return nil }
+    var bearerCredential: String? { headers.bearerCredential }
+
+    /// The `tidings_token` cookie.
+    var tokenCookie: String? {
+        cookies["tidings_token"]?.value
+    }
+
+    /// The first value of a query parameter.
+    func query(_ name: String) -> String? {
+        uri.queryParameters.get(name)
+    }
+}
+
+extension HTTPFields {
+    /// The token of an `Authorization: Bearer …` header; `""` when the header has another scheme.
+    var bearerCredential: String? { Self.bearerCredential(self[.authorization]) }
+
+    /// The token of an `Authorization` header `value`; `""` when it has another scheme.
+    static func bearerCredential(_ value: String?) -> String? {
+        guard let value else { return nil }
         // Byte-level on the hot path (every publish): no Foundation string bridging.
         let bytes = value.utf8
         let scheme = "bearer".utf8
@@ -17,15 +35,5 @@ extension Request {
         while let first = credential.first, isSpace(first) { credential = credential.dropFirst() }
         while let last = credential.last, isSpace(last) { credential = credential.dropLast() }
         return String(Substring(credential))
-    }
-
-    /// The `tidings_token` cookie.
-    var tokenCookie: String? {
-        cookies["tidings_token"]?.value
-    }
-
-    /// The first value of a query parameter.
-    func query(_ name: String) -> String? {
-        uri.queryParameters.get(name)
     }
 }
