@@ -39,9 +39,11 @@ let package = Package(
             pkgConfig: "libpq",
             providers: [.apt(["libpq-dev"])]
         ),
+        .target(name: "CTidingsPrefetch"),
         .target(
             name: "TidingsCore",
             dependencies: [
+                "CTidingsPrefetch",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -75,6 +77,7 @@ let package = Package(
         .target(
             name: "TidingsServer",
             dependencies: [
+                "CTidingsPrefetch",
                 "TidingsCore",
                 "TidingsPostgres",
                 .product(name: "Hummingbird", package: "hummingbird"),

@@ -1,3 +1,4 @@
+import CTidingsPrefetch
 public import Metrics
 public import NIOCore
 import Synchronization
@@ -31,8 +32,30 @@ public final class EventBus: Sendable {
         case shuttingDown
     }
 
+    /// The subscriptions of one target, contiguous for the fan-out loop.
+    private struct Subscribers {
+        var list: [Subscription] = []
+        var positions: [UInt64: Int] = [:]
+
+        var isEmpty: Bool { list.isEmpty }
+
+        mutating func insert(_ subscription: Subscription) {
+            positions[subscription.id] = list.count
+            list.append(subscription)
+        }
+
+        mutating func remove(_ id: UInt64) {
+            guard let position = positions.removeValue(forKey: id) else { return }
+            let last = list.removeLast()
+            if position < list.count {
+                list[position] = last
+                positions[last.id] = position
+            }
+        }
+    }
+
     private struct State {
-        var byTarget: [Target: [UInt64: Subscription]] = [:]
+        var byTarget: [Target: Subscribers] = [:]
         var all: [UInt64: Subscription] = [:]
         var perUser: [String: Int] = [:]
         var lastDelivered: EventID
@@ -92,7 +115,7 @@ public final class EventBus: Sendable {
             state.all[id] = subscription
             state.perUser[user] = userCount + 1
             for target in targets {
-                state.byTarget[target, default: [:]][id] = subscription
+                state.byTarget[target, default: Subscribers()].insert(subscription)
             }
             return .success((subscription, state.lastDelivered))
         }
@@ -116,7 +139,7 @@ public final class EventBus: Sendable {
         let remaining = state.perUser[subscription.user, default: 1] - 1
         state.perUser[subscription.user] = remaining > 0 ? remaining : nil
         for target in subscription.targets {
-            state.byTarget[target]?.removeValue(forKey: subscription.id)
+            state.byTarget[target]?.remove(subscription.id)
             if state.byTarget[target]?.isEmpty == true { state.byTarget[target] = nil }
         }
         return true
@@ -134,7 +157,8 @@ public final class EventBus: Sendable {
     /// - Returns: how many subscriptions received it.
     @discardableResult
     public func deliver(_ event: Event) -> Int {
-        var wake: [Subscription.Wake] = []
+        var writers: [CheckedContinuation<Void, Never>] = []
+        var kicks: [any DrainKick] = []
         var overflowed: [(Subscription, CheckedContinuation<Void, Never>?)] = []
         let delivered = state.withLock { state -> Int in
             if let id = event.id {
@@ -146,14 +170,34 @@ public final class EventBus: Sendable {
             let delivery = Delivery(id: event.id, frame: event.frame, chunk: event.chunk)
             var count = 0
             for target in event.targets {
-                guard let subscriptions = state.byTarget[target] else { continue }
-                for subscription in subscriptions.values {
+                guard let subscriptions = state.byTarget[target]?.list else { continue }
+                // Subscriptions are not in cache any more between events: ask for a few ahead.
+                let ahead = 4
+                let total = subscriptions.count
+                for index in 0..<total {
+                    if index + ahead < total {
+                        // The reference's bits, read without retaining (a retain would load the object).
+                        let next = subscriptions.withUnsafeBytes {
+                            $0.load(fromByteOffset: (index + ahead) * MemoryLayout<Subscription>.stride, as: UnsafeRawPointer.self)
+                        }
+                        tidings_prefetch(next, 4)
+                    }
+                    let subscription = subscriptions[index]
                     switch subscription.enqueue(delivery, dispatch: dispatch) {
                     case .skipped:
                         break
                     case .queued(let toWake):
                         count += 1
-                        if case .none = toWake {} else { wake.append(toWake) }
+                        switch toWake {
+                        case .none:
+                            break
+                        case .writer(let continuation):
+                            writers.append(continuation)
+                        case .driver(let driver):
+                            // Queued right away (a leaf lock), while the driver is in cache; the
+                            // drains start after the bus lock is released.
+                            if let kick = driver.schedule(), !kicks.contains(where: { $0 === kick }) { kicks.append(kick) }
+                        }
                     case .overflow(let waiter):
                         overflowed.append((subscription, waiter))
                     }
@@ -163,7 +207,8 @@ public final class EventBus: Sendable {
             for (subscription, _) in overflowed { _ = Self.remove(subscription, from: &state) }
             return count
         }
-        Subscription.fire(wake)
+        for writer in writers { writer.resume() }
+        for kick in kicks { kick.kick() }
         for (subscription, waiter) in overflowed {
             recordRemoval(.slowConsumer)
             subscription.wake(waiter, endedNow: true, reason: .slowConsumer)

@@ -30,8 +30,10 @@ public struct Delivery: Sendable {
 /// Writes a subscription's events without a task of its own (for example straight into its
 /// connection on the connection's event loop).
 ///
-/// When attached, the subscription calls `schedule` (outside its locks) once when it gets work
-/// while no drain is pending; the driver later calls ``Subscription/drain(into:)``.
+/// When attached, `schedule` is called once when the subscription gets work while no drain is
+/// pending — outside the subscription's lock, but possibly under the bus's, so it may take only
+/// locks of its own and must not call back into the bus or the subscription. The driver later
+/// calls ``Subscription/drain(into:)``.
 public protocol SubscriptionDriver: AnyObject, Sendable {
     /// Queues this driver for a drain. Returns what must be kicked to run the queued drains when
     /// this call queued the first of a batch; the caller kicks it once, after queueing all the
@@ -70,6 +72,10 @@ public final class Subscription: Sendable {
     private let interrupt: (@Sendable () -> Void)?
 
     struct State {
+        /// The first queued event, kept in the subscription itself: a subscriber that keeps up
+        /// has at most one event queued, and this spares the queue's storage (one more object
+        /// to load per subscriber per event). Always older than anything in `queue`.
+        var first: Delivery?
         var queue: [Delivery] = []
         /// While true the writer is replaying history; live events wait in the queue.
         var holding: Bool
@@ -136,7 +142,7 @@ public final class Subscription: Sendable {
             state.lastActivity = .now()
             guard !state.scheduled else { return false }
             if state.end == nil {
-                guard !state.holding, !state.queue.isEmpty || state.keepAliveDue else { return false }
+                guard !state.holding, state.hasQueued || state.keepAliveDue else { return false }
             }
             state.scheduled = true
             return true
@@ -169,10 +175,13 @@ public final class Subscription: Sendable {
     public func release(afterReplayThrough lastReplayed: EventID?) {
         state.withLock { state in
             if let lastReplayed {
-                state.queue.removeAll { delivery in
+                func replayed(_ delivery: Delivery) -> Bool {
                     if let id = delivery.id { return id <= lastReplayed }
                     return false
                 }
+                if let first = state.first, replayed(first) { state.first = nil }
+                state.queue.removeAll(where: replayed)
+                if state.first == nil, !state.queue.isEmpty { state.first = state.queue.removeFirst() }
             }
             state.holding = false
         }
@@ -184,6 +193,7 @@ public final class Subscription: Sendable {
         let (waiter, first) = state.withLock { state -> (CheckedContinuation<Void, Never>?, Bool) in
             guard state.end == nil else { return (state.waiter.take(), false) }
             state.end = reason
+            state.first = nil
             state.queue.removeAll()
             return (state.waiter.take(), true)
         }
@@ -247,9 +257,14 @@ public final class Subscription: Sendable {
         state.withLock { state in
             guard state.end == nil, state.lastDispatch != dispatch else { return .skipped }
             state.lastDispatch = dispatch
-            state.queue.append(delivery)
-            if state.queue.count > maxQueue {
+            if state.first == nil {
+                state.first = delivery
+            } else {
+                state.queue.append(delivery)
+            }
+            if state.queue.count + 1 > maxQueue {
                 state.end = .slowConsumer
+                state.first = nil
                 state.queue.removeAll()
                 return .overflow(state.waiter.take())
             }
@@ -276,8 +291,11 @@ public final class Subscription: Sendable {
 extension Subscription.State {
     /// Work for a waiting writer task: the end, or (without a driver) events and keep-alives.
     var hasWork: Bool {
-        end != nil || (driver == nil && (keepAliveDue || (!holding && !queue.isEmpty)))
+        end != nil || (driver == nil && (keepAliveDue || (!holding && hasQueued)))
     }
+
+    /// Events are queued.
+    var hasQueued: Bool { first != nil }
 
     /// Who must act now that there is work: the driver if no drain is pending, else the writer
     /// task if it waits; nobody while replay holds the queue or a drain is already pending.
@@ -298,8 +316,14 @@ extension Subscription.State {
     }
 
     mutating func takeWork(into buffer: inout [Delivery]) -> Subscription.Next? {
-        if !holding, !queue.isEmpty {
-            swap(&queue, &buffer)
+        if !holding, let first {
+            self.first = nil
+            if queue.isEmpty {
+                buffer.append(first)
+            } else {
+                swap(&queue, &buffer)
+                buffer.insert(first, at: 0)
+            }
             keepAliveDue = false
             lastActivity = .now()
             return .events
