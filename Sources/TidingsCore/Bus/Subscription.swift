@@ -158,7 +158,9 @@ public final class Subscription: Sendable {
     /// For the attached driver: takes what is queued (events into `buffer`, or a keep-alive), or
     /// the end of the stream (reported once); `nil` when there is nothing to do. Clears the
     /// pending drain.
-    public func drain(into buffer: inout [Delivery]) -> Next? {
+    /// - Parameter now: when the pass started (a drain pass over many streams reads the clock
+    ///   once); the stream's keep-alive interval restarts from it.
+    public func drain(into buffer: inout [Delivery], now: NIODeadline = .now()) -> Next? {
         state.withLock { state in
             state.scheduled = false
             if let end = state.end {
@@ -166,7 +168,7 @@ public final class Subscription: Sendable {
                 state.endDrained = true
                 return .end(end)
             }
-            return state.takeWork(into: &buffer)
+            return state.takeWork(into: &buffer, now: now)
         }
     }
 
@@ -315,7 +317,7 @@ extension Subscription.State {
         return takeWork(into: &buffer)
     }
 
-    mutating func takeWork(into buffer: inout [Delivery]) -> Subscription.Next? {
+    mutating func takeWork(into buffer: inout [Delivery], now: NIODeadline = .now()) -> Subscription.Next? {
         if !holding, let first {
             self.first = nil
             if queue.isEmpty {
@@ -325,12 +327,12 @@ extension Subscription.State {
                 buffer.insert(first, at: 0)
             }
             keepAliveDue = false
-            lastActivity = .now()
+            lastActivity = now
             return .events
         }
         if keepAliveDue {
             keepAliveDue = false
-            lastActivity = .now()
+            lastActivity = now
             return .keepAlive
         }
         return nil

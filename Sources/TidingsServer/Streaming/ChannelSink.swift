@@ -97,7 +97,7 @@ final class ChannelSink: SubscriptionDriver, @unchecked Sendable {
     /// On the event loop: writes what the subscription has queued — straight to the socket when
     /// NIO holds nothing for it, else through the pipeline without flushing.
     /// - Returns: true when something was written to the pipeline and needs a flush.
-    func drainOnLoop() -> Bool {
+    func drainOnLoop(now: NIODeadline = .now()) -> Bool {
         guard let wire, !ended else { return false }
         if pendingInPipeline > 0, !channel.isWritable {
             // A client this far behind gets no goodbye: its stream ending closes it at once.
@@ -108,7 +108,7 @@ final class ChannelSink: SubscriptionDriver, @unchecked Sendable {
             }
             return false
         }
-        switch subscription.drain(into: &buffer) {
+        switch subscription.drain(into: &buffer, now: now) {
         case .events:
             defer {
                 buffer.removeAll(keepingCapacity: true)
@@ -138,7 +138,10 @@ final class ChannelSink: SubscriptionDriver, @unchecked Sendable {
         var sent = 0
         if pendingInPipeline == 0, let descriptor {
             switch DirectWrite.send(chunks, count: count, on: descriptor) {
-            case .sent(let bytes): sent = bytes
+            case .sent(let bytes):
+                // All of it (the common case): nothing for NIO.
+                if count == 1, let only = chunks.first, bytes == only.readableBytes { return false }
+                sent = bytes
             case .closed:
                 closeNow(wire)
                 return false
@@ -257,6 +260,7 @@ final class LoopBatcher: DrainKick, Sendable {
         // Each sink's objects have left the cache since the last event (thousands of sends lie
         // between): ask for the next sinks' while this one's `send` runs.
         let count = ready.count
+        let now = NIODeadline.now()
         for index in 0..<count {
             if index + 2 < count {
                 // The reference's bits, read without retaining (a retain would load the object).
@@ -264,7 +268,7 @@ final class LoopBatcher: DrainKick, Sendable {
                 tidings_prefetch(next, 4)
             }
             if index + 1 < count { ready[index + 1].prefetchParts() }
-            wrote.append(ready[index].drainOnLoop())
+            wrote.append(ready[index].drainOnLoop(now: now))
         }
         for (sink, didWrite) in zip(ready, wrote) where didWrite { sink.flushOnLoop() }
         ready.removeAll(keepingCapacity: true)
