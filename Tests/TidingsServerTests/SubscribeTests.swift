@@ -40,19 +40,22 @@ struct SubscribeTests {
 
     @Test func keepAliveCommentAfterSilence() async throws {
         try await TestServer.run({ $0.keepAlive = .milliseconds(400) }) { server in
-            let stream = try await server.subscribe(token: try await TestServer.token(sub: "alice"))
+            let token = try await TestServer.token(sub: "alice")
+            // Clocks start before the server's last write, not when the client got round to
+            // reading it (parallel tests can delay the client by 100 ms and more).
+            let start = ContinuousClock.now
+            let stream = try await server.subscribe(token: token)
             _ = try await stream.nextMessage()  // retry
             _ = try await stream.nextMessage()  // opening comment
-            let start = ContinuousClock.now
             #expect(try await stream.nextMessage(timeout: .seconds(3)) == .comment("keep-alive"))
             let waited = ContinuousClock.now - start
             #expect(waited >= .milliseconds(300), "keep-alive came after \(waited)")
             // An event resets the silence: no keep-alive right after it.
+            let beforeEvent = ContinuousClock.now
             try await server.publish(user: "alice")
             #expect(try await stream.nextEvent()?.type == "test")
-            let afterEvent = ContinuousClock.now
             #expect(try await stream.nextMessage(timeout: .seconds(3)) == .comment("keep-alive"))
-            #expect(ContinuousClock.now - afterEvent >= .milliseconds(300))
+            #expect(ContinuousClock.now - beforeEvent >= .milliseconds(300))
         }
     }
 
