@@ -280,33 +280,51 @@ public struct BenchRunner: Sendable {
         var serverEnd: ProcessSample?
         var load: BenchReport.Load
         var pid: Int32?
+        /// Time between the CPU samples (the window's length, give or take a few ms).
+        var sampleSeconds: Double = 0
 
         func server(delivered: Int) -> BenchReport.Server? {
             guard let pid, let serverStart, let serverEnd else { return nil }
             let cpu = serverEnd.cpuSeconds - serverStart.cpuSeconds
             return BenchReport.Server(
-                pid: pid, cpuSeconds: cpu, cpuPercent: 100 * cpu / seconds,
+                pid: pid, cpuSeconds: cpu, cpuPercent: 100 * cpu / (sampleSeconds > 0 ? sampleSeconds : seconds),
                 cpuSecondsPerMillionDelivered: delivered > 0 ? cpu / Double(delivered) * 1e6 : nil,
                 rssBytes: serverEnd.rssBytes, baselineRSSBytes: nil, memoryPerConnectionBytes: nil, threads: serverEnd.threads)
         }
     }
 
     private func measure(_ harness: Harness, publishers: NIOLoopBound<PublisherPool>?) async throws -> Window {
-        let clock = ContinuousClock()
+        // The window's instants are fixed first and handed to every loop before it opens, so
+        // subscribers and publishers count over the same interval (see `MeasurementWindow`).
+        let durationNanos = UInt64(options.duration.components.seconds) * 1_000_000_000
+            + UInt64(options.duration.components.attoseconds / 1_000_000_000)
+        let start = MeasurementWindow.now + 200_000_000
+        let bounds = MeasurementWindow(start: start, end: start + durationNanos)
+        try await harness.beginWindow(bounds, publishers: publishers)
+        try await Self.sleep(until: bounds.start)
         let serverStart = options.serverPID.flatMap(ProcessSample.read)
         let loadStart = ProcessSample.current()
-        let started = clock.now
-        try await harness.beginWindow(publishers: publishers)
-        try await Task.sleep(for: options.duration)
-        let (counters, publish) = try await harness.endWindow(publishers: publishers)
-        let seconds = (clock.now - started).seconds
+        let sampled = MeasurementWindow.now
+        try await Self.sleep(until: bounds.end)
         let serverEnd = options.serverPID.flatMap(ProcessSample.read)
         let loadEnd = ProcessSample.current()
+        // CPU over the interval between the samples (within a few ms of the window).
+        let sampleSeconds = Double(MeasurementWindow.now - sampled) / 1e9
+        // Events received just before `end` may still be in a loop's queue.
+        try await Task.sleep(for: .milliseconds(50))
+        let (counters, publish) = try await harness.endWindow(publishers: publishers)
         let loadCPU = (loadEnd?.cpuSeconds ?? 0) - (loadStart?.cpuSeconds ?? 0)
-        return Window(
-            counters: counters, publish: publish, seconds: seconds, serverStart: serverStart, serverEnd: serverEnd,
-            load: BenchReport.Load(cpuSeconds: loadCPU, cpuPercent: 100 * loadCPU / seconds, rssBytes: loadEnd?.rssBytes ?? 0),
+        var window = Window(
+            counters: counters, publish: publish, seconds: Double(durationNanos) / 1e9, serverStart: serverStart, serverEnd: serverEnd,
+            load: BenchReport.Load(cpuSeconds: loadCPU, cpuPercent: 100 * loadCPU / sampleSeconds, rssBytes: loadEnd?.rssBytes ?? 0),
             pid: options.serverPID)
+        window.sampleSeconds = sampleSeconds
+        return window
+    }
+
+    private static func sleep(until instant: UInt64) async throws {
+        let now = MeasurementWindow.now
+        if instant > now { try await Task.sleep(for: .nanoseconds(Int64(instant - now))) }
     }
 
     private func baseReport(opened: Harness.Opened, disconnects: Int, lifetime: LoadCounters) -> BenchReport {

@@ -77,15 +77,15 @@ struct Harness: Sendable {
         return result
     }
 
-    /// Starts the measurement window on every loop (and on `publishers`).
-    func beginWindow(publishers: NIOLoopBound<PublisherPool>?) async throws {
+    /// Tells every loop (and `publishers`) the measurement window: call before it starts.
+    func beginWindow(_ bounds: MeasurementWindow, publishers: NIOLoopBound<PublisherPool>?) async throws {
         for (loop, pool) in zip(loops, pools) {
-            try await loop.submit { pool.value.stats.beginWindow() }.get()
+            try await loop.submit { pool.value.stats.beginWindow(bounds) }.get()
         }
         if let publishers {
             try await publishers.eventLoop.submit {
                 publishers.value.window = PublishCounters()
-                publishers.value.measuring = true
+                publishers.value.bounds = bounds
             }.get()
         }
     }
@@ -96,7 +96,7 @@ struct Harness: Sendable {
         var publish: PublishCounters?
         if let publishers {
             publish = try await publishers.eventLoop.submit {
-                publishers.value.measuring = false
+                publishers.value.bounds = nil
                 return publishers.value.window
             }.get()
         }

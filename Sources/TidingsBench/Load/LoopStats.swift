@@ -1,9 +1,26 @@
 import Histogram
+import NIOCore
+
+/// The measurement window as two instants on the monotonic clock (`NIODeadline` uptime
+/// nanoseconds), fixed before the window opens and shared by every loop and the publishers: an
+/// event counts when it is received inside it, wherever it is received, so subscribers and
+/// publishers measure exactly the same interval however late each loop learns of it.
+struct MeasurementWindow: Sendable {
+    var start: UInt64
+    var end: UInt64
+
+    @inline(__always)
+    func contains(_ now: UInt64) -> Bool {
+        now >= start && now < end
+    }
+
+    static var now: UInt64 { NIODeadline.now().uptimeNanoseconds }
+}
 
 /// Counters of one event loop's connections. Touched only on that loop (its pools own it).
 final class LoopStats {
-    /// True inside the measurement window: events and latencies are recorded.
-    var measuring = false
+    /// Set for a measurement: events received inside it are recorded.
+    var bounds: MeasurementWindow?
     var window = LoadCounters()
     var lifetime = LoadCounters()
 
@@ -14,7 +31,7 @@ final class LoopStats {
     func recordEvent(_ event: ScannedEvent, now: UInt64) {
         lifetime.events += 1
         if event.isReset { lifetime.resets += 1 }
-        guard measuring else { return }
+        guard let bounds, bounds.contains(now) else { return }
         window.events += 1
         if event.isReset { window.resets += 1 }
         if let sentAt = event.sentAt {
@@ -27,7 +44,7 @@ final class LoopStats {
 
     func recordFailure(_ kind: Failure) {
         lifetime.record(kind)
-        if measuring { window.record(kind) }
+        if let bounds, bounds.contains(MeasurementWindow.now) { window.record(kind) }
     }
 
     enum Failure {
@@ -37,13 +54,13 @@ final class LoopStats {
         case disconnect
     }
 
-    func beginWindow() {
+    func beginWindow(_ bounds: MeasurementWindow) {
         window = LoadCounters()
-        measuring = true
+        self.bounds = bounds
     }
 
     func endWindow() -> LoadCounters {
-        measuring = false
+        bounds = nil
         return window
     }
 }

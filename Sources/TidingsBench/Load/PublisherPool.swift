@@ -56,7 +56,12 @@ final class PublisherPool {
     private var running = false
     private var tickInterval = TimeAmount.milliseconds(5)
     private var scratch = ByteBufferAllocator().buffer(capacity: 1024)
-    var measuring = false
+    /// Set for a measurement: requests sent and answers received inside it are counted.
+    var bounds: MeasurementWindow?
+    private var inWindow: Bool {
+        guard let bounds else { return false }
+        return bounds.contains(MeasurementWindow.now)
+    }
     var window = PublishCounters()
     var lifetime = PublishCounters()
     /// Events the rate asked for that no idle connection could take (the server answered slower
@@ -157,7 +162,7 @@ final class PublisherPool {
         var request = handler.allocator.buffer(capacity: json.readableBytes + 256)
         RequestWriter.publish(path: endpoint.eventsPath, host: endpoint.hostHeader, token: token, body: json, into: &request)
         lifetime.requests += 1
-        if measuring { window.requests += 1 }
+        if inWindow { window.requests += 1 }
         handler.send(request, events: events, completion: completion)
     }
 
@@ -170,7 +175,7 @@ final class PublisherPool {
     fileprivate func completed(_ handler: PublisherHandler, status: Int, events: Int, roundTrip: UInt64, body: String) {
         let micros = min(roundTrip / 1000, LoadCounters.latencyLimitMicros)
         Self.count(&lifetime, status: status, events: events, micros: micros, body: body)
-        if measuring { Self.count(&window, status: status, events: events, micros: micros, body: body) }
+        if inWindow { Self.count(&window, status: status, events: events, micros: micros, body: body) }
         next(handler)
     }
 
@@ -201,7 +206,7 @@ final class PublisherPool {
         idle.removeAll { $0 === handler }
         lifetime.connectionErrors += 1
         lifetime.lastError = error
-        if measuring { window.connectionErrors += 1 }
+        if inWindow { window.connectionErrors += 1 }
         guard running || !waiting.isEmpty else { return }
         // Replace the connection so the offered load stays the same.
         loop.assumeIsolated().scheduleTask(in: .milliseconds(100)) { [self] in
