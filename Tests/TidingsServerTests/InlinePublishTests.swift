@@ -122,6 +122,17 @@ struct InlinePublishTests {
         }
     }
 
+    @Test func bytesThatAreNotHTTPAfterAnInlineAnswerGetTheRoutersBadRequest() async throws {
+        try await TestServer.run { server in
+            let connection = try await RawConnection.connect(port: server.port)
+            defer { connection.close() }
+            try await connection.send(request(#"{"user":"u","event":"a","data":1}"#) + "NOT HTTP AT ALL\r\n\r\n")
+            try await eventually("two answers") { statuses(connection.text).count == 2 }
+            #expect(statuses(connection.text) == [202, 400])
+            #expect(server.gateway.inlinePublishes.load(ordering: .relaxed) == 1)
+        }
+    }
+
     @Test func theDateHeaderIsAnIMFFixdate() {
         #expect(HTTPDate.format(epochSecond: 784_111_777) == "Sun, 06 Nov 1994 08:49:37 GMT")
         #expect(HTTPDate.format(epochSecond: 0) == "Thu, 01 Jan 1970 00:00:00 GMT")
