@@ -173,13 +173,35 @@ struct Bench: AsyncParsableCommand {
 
     private func start(_ command: [String], port: Int, logger: Logger) async throws -> SpawnedServer {
         let logPath = FileManager.default.temporaryDirectory.appendingPathComponent("tidings-bench-server-\(port).log").path
-        logger.info("starting the server", metadata: ["command": "\(command.joined(separator: " "))", "log": "\(logPath)"])
+        logger.info("starting the server", metadata: ["command": "\(Self.redacted(command))", "log": "\(logPath)"])
         do {
             return try await SpawnedServer.start(command: command, port: port, logPath: logPath)
         } catch {
             FileHandle.standardError.write(Data("error: \(error)\n".utf8))
             throw ExitCode(ExitCodes.unavailable)
         }
+    }
+
+    /// Flags whose values are secrets (or may hold one, like a database URL's password).
+    static let secretFlags: Set<String> = ["--jwt-secret", "--publish-key", "--publisher-token", "--subscriber-token", "--database-url"]
+
+    /// `command` for a log line, with the values of `secretFlags` (`--flag value` and
+    /// `--flag=value`) replaced by `<redacted>`.
+    static func redacted(_ command: [String]) -> String {
+        var words: [String] = []
+        var hideNext = false
+        for word in command {
+            if hideNext {
+                words.append("<redacted>")
+                hideNext = false
+            } else if let equals = word.firstIndex(of: "="), secretFlags.contains(String(word[..<equals])) {
+                words.append(word[..<equals] + "=<redacted>")
+            } else {
+                words.append(word)
+                hideNext = secretFlags.contains(word)
+            }
+        }
+        return words.joined(separator: " ")
     }
 
     private func serverCpuPrefix() -> [String] {

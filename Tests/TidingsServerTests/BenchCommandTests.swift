@@ -67,4 +67,15 @@ struct BenchCommandTests {
         let perConnection = try #require(number(idle, "server.memoryPerConnectionBytes"))
         #expect(perConnection > 0 && perConnection < 1_048_576, "\(perConnection) bytes per stream")
     }
+
+    @Test func theSpawnedServersSecretsStayOutOfTheLog() async throws {
+        let secret = "9f2c4e6a8b0d1f3e5a7c9e1b3d5f7a9c"
+        let run = try await CLITests.run(
+            ["bench", "idle", "--spawn", "--connections", "5", "--settle", "0.2s", "--duration", "0.2s", "--jwt-secret", secret], timeout: 60)
+        #expect(run.status == 0, "\(run.error)")
+        #expect(run.error.contains("starting the server"), "the command is logged: \(run.error.prefix(500))")
+        #expect(run.error.contains("--jwt-secret <redacted>"))
+        #expect(run.error.contains("--publish-key <redacted>"))
+        #expect(!run.error.contains(secret))
+    }
 }
