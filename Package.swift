@@ -40,6 +40,7 @@ let package = Package(
             providers: [.apt(["libpq-dev"])]
         ),
         .target(name: "CTidingsPrefetch"),
+        .target(name: "CTidingsEpoll"),
         .target(
             name: "TidingsCore",
             dependencies: [
@@ -98,6 +99,7 @@ let package = Package(
         .target(
             name: "TidingsBench",
             dependencies: [
+                "CTidingsEpoll",
                 "TidingsCore",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

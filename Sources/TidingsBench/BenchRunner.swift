@@ -7,6 +7,7 @@ import Foundation
 import Histogram
 import Logging
 import NIOCore
+import NIOPosix
 
 /// Runs one scenario against a gateway and reports what it measured.
 public struct BenchRunner: Sendable {
@@ -30,7 +31,7 @@ public struct BenchRunner: Sendable {
         if limit < needed {
             throw BenchError("\(options.subscribers) streams need about \(needed) file descriptors; the limit is \(limit) (ulimit -n)")
         }
-        let harness = try await Harness.make(threads: options.threads, endpoint: options.endpoint)
+        let harness = try await Harness.make(threads: options.threads, endpoint: options.endpoint, reconnect: options.reconnect)
         if let pinLoadTo { try CPUAffinity.pinCurrentProcess(to: pinLoadTo) }
         do {
             let report: BenchReport
@@ -112,10 +113,8 @@ public struct BenchRunner: Sendable {
         // Warm up the server's lazily created state with a few streams, then take the baseline.
         let warmSpecs = try await subscriberSpecs(count: 8, topic: options.topic, firstUser: options.subscribers)
         _ = await harness.open(warmSpecs, perSecond: 1000, firstIndex: options.subscribers)
-        for (loop, pool) in zip(harness.loops, harness.pools) {
-            for index in options.subscribers..<(options.subscribers + 8) {
-                try? await loop.flatSubmit { pool.value.close(index: index) }.get()
-            }
+        for index in options.subscribers..<(options.subscribers + 8) {
+            await harness.loop(of: index).submit { $0.close(index: index) }
         }
         try await Task.sleep(for: .seconds(1))
         let baseline = options.serverPID.flatMap(ProcessSample.read)
@@ -140,9 +139,9 @@ public struct BenchRunner: Sendable {
     // MARK: - replay
 
     private func replay(_ harness: Harness) async throws -> BenchReport {
-        let loop = harness.loops[0]
-        let pool = harness.pools[0]
-        try await loop.submit { pool.value.reconnect = false }.get()
+        for loop in harness.streams {
+            await loop.submit { $0.reconnect = false }
+        }
         let topic = options.topic
         let publishers = try await harness.publishers(
             connections: 1, token: try await credentials.publisherToken(), body: publishBody(.topic(topic)))
@@ -178,7 +177,7 @@ public struct BenchRunner: Sendable {
             guard status == 202 else { throw BenchError("publish failed: HTTP \(status) \(text)") }
             let (resumeID, _) = try await markerSeen.get()
             guard let resumeID else { throw BenchError("the marker event had no id: replay needs a server with event ids") }
-            try await loop.flatSubmit { pool.value.close(index: marker) }.get()
+            await harness.loop(of: marker).submit { $0.close(index: marker) }
             // 2. Events published while it is away.
             var published = 0
             while published < options.missed {
@@ -200,7 +199,7 @@ public struct BenchRunner: Sendable {
                 times.append(Double(micros) / 1000)
                 _ = histogram.record(micros)
             }
-            try await loop.flatSubmit { pool.value.close(index: resumed) }.get()
+            await harness.loop(of: resumed).submit { $0.close(index: resumed) }
         }
         await harness.close(publishers: publishers)
         var report = baseReport(opened: opened, disconnects: 0, lifetime: try await harness.lifetime())
@@ -218,20 +217,24 @@ public struct BenchRunner: Sendable {
     /// A future that succeeds with (last id, arrival time) once stream `index` has received
     /// `count` events (resets not counted), or fails after 30 seconds.
     private func expect(events count: Int, on harness: Harness, index: Int) async throws -> EventLoopFuture<(Int64?, UInt64)> {
-        let loop = harness.loops[index % harness.loops.count]
-        let pool = harness.pools[index % harness.loops.count]
-        let promise = loop.makePromise(of: (Int64?, UInt64).self)
-        try await loop.submit {
+        let promise = harness.group.next().makePromise(of: (Int64?, UInt64).self)
+        await harness.loop(of: index).submit { loop in
             var received = 0
-            pool.value.observer = { eventIndex, event in
-                guard eventIndex == index, !event.isReset else { return }
+            var settled = false
+            loop.observer = { eventIndex, event in
+                guard eventIndex == index, !event.isReset, !settled else { return }
                 received += 1
-                if received == count { promise.succeed((event.id, NIODeadline.now().uptimeNanoseconds)) }
+                if received == count {
+                    settled = true
+                    promise.succeed((event.id, NIODeadline.now().uptimeNanoseconds))
+                }
             }
-            loop.assumeIsolated().scheduleTask(in: .seconds(30)) {
+            loop.schedule(in: 30_000_000_000) {
+                guard !settled else { return }
+                settled = true
                 promise.fail(BenchError("stream \(index) received \(received) of \(count) events within 30 s"))
             }
-        }.get()
+        }
         return promise.futureResult
     }
 

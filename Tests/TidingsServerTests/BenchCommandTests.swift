@@ -78,4 +78,36 @@ struct BenchCommandTests {
         #expect(run.error.contains("--publish-key <redacted>"))
         #expect(!run.error.contains(secret))
     }
+
+    /// `tidings bench fanout` whose streams carry a token that expires in 2 s: the server ends
+    /// each stream then.
+    private func fanoutWithExpiringStreams(_ server: TestServer, connections: Int, _ extra: [String] = []) async throws -> [String: Any] {
+        let token = try await CLITests.run(["token", "--secret", TestServer.secret, "--sub", "u1", "--topics", "bench", "--ttl", "2s"])
+        return try await report(
+            [
+                "fanout", "--url", server.baseURL, "--subscriber-token", token.output.trimmingCharacters(in: .whitespacesAndNewlines),
+                "--publisher-token", TestServer.publishKey, "--connections", "\(connections)", "--rate", "10",
+                "--warmup", "0.2s", "--duration", "3.8s",
+            ] + extra)
+    }
+
+    @Test func aStreamTheServerEndsIsCountedAndReopened() async throws {
+        // The tool reopens an ended stream a second later (as a browser would); the expired
+        // token then earns a 401, counted as such.
+        try await TestServer.run { server in
+            let report = try await fanoutWithExpiringStreams(server, connections: 3)
+            #expect(number(report, "connections.opened") == 3)
+            #expect(number(report, "connections.disconnects") == 3, "every stream ended once, inside the window")
+            #expect(number(report, "connections.errors.http_401") == 3, "every reopened stream was refused")
+            #expect(try #require(number(report, "delivery.events")) > 0)
+        }
+    }
+
+    @Test func withoutReconnectAnEndedStreamStaysClosed() async throws {
+        try await TestServer.run { server in
+            let report = try await fanoutWithExpiringStreams(server, connections: 2, ["--no-reconnect"])
+            #expect(number(report, "connections.disconnects") == 2)
+            #expect(number(report, "connections.errors.http_401") == nil, "nothing was reopened")
+        }
+    }
 }

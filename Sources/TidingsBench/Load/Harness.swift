@@ -2,27 +2,33 @@ import Logging
 import NIOCore
 import NIOPosix
 
-/// The load generator's event loops with their subscriber pools and one publisher pool.
+/// The load generator's threads: `StreamLoop`s reading the SSE streams and one NIO event loop
+/// for the publishers.
 ///
-/// The async functions here only orchestrate (ramp, windows, totals); the per-event work runs in
-/// the channel handlers on the loops.
+/// The async functions here only orchestrate (ramp, windows, totals); the per-event work runs on
+/// the loops' threads.
 struct Harness: Sendable {
+    /// The publishers' event loop.
     let group: MultiThreadedEventLoopGroup
-    let loops: [any EventLoop]
-    let pools: [NIOLoopBound<SubscriberPool>]
+    let streams: [StreamLoop]
     let endpoint: Endpoint
 
-    static func make(threads: Int, endpoint: Endpoint) async throws -> Harness {
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, threads))
-        let loops = Array(group.makeIterator())
-        var pools: [NIOLoopBound<SubscriberPool>] = []
-        for loop in loops {
-            pools.append(
-                try await loop.submit {
-                    NIOLoopBound(SubscriberPool(loop: loop, endpoint: endpoint, stats: LoopStats()), eventLoop: loop)
-                }.get())
+    /// `reconnect`: reopen streams the server ends, with Last-Event-ID.
+    static func make(threads: Int, endpoint: Endpoint, reconnect: Bool) async throws -> Harness {
+        let address: SocketAddress
+        do {
+            address = try SocketAddress.makeAddressResolvingHost(endpoint.host, port: endpoint.port)
+        } catch {
+            throw BenchError("cannot resolve \(endpoint.host): \(error)")
         }
-        return Harness(group: group, loops: loops, pools: pools, endpoint: endpoint)
+        let streams = try (0..<max(1, threads)).map { _ in try StreamLoop(endpoint: endpoint, address: address, reconnect: reconnect) }
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        return Harness(group: group, streams: streams, endpoint: endpoint)
+    }
+
+    /// The loop of stream `index`.
+    func loop(of index: Int) -> StreamLoop {
+        streams[index % streams.count]
     }
 
     /// Result of opening streams.
@@ -48,23 +54,22 @@ struct Harness: Sendable {
         while index < specs.count, clock.now - started < timeout {
             let tickStart = clock.now
             let end = min(index + batchSize, specs.count)
-            var futures: [EventLoopFuture<Void>] = []
-            futures.reserveCapacity(end - index)
+            var perLoop = [[(SubscriberSpec, Int)]](repeating: [], count: streams.count)
             for offset in index..<end {
-                let slot = (firstIndex + offset) % loops.count
-                let pool = pools[slot]
-                let spec = specs[offset]
                 let number = firstIndex + offset
-                futures.append(loops[slot].flatSubmit { pool.value.open(spec, index: number, lastEventID: lastEventID) })
+                perLoop[number % streams.count].append((specs[offset], number))
             }
-            for future in futures {
-                do {
-                    try await future.get()
-                    result.opened += 1
-                } catch {
-                    result.failed += 1
+            let batch = await withTaskGroup(of: (opened: Int, failed: Int).self) { group in
+                for (loop, streams) in zip(self.streams, perLoop) where !streams.isEmpty {
+                    group.addTask { await loop.open(streams, lastEventID: lastEventID) }
+                }
+                return await group.reduce(into: (opened: 0, failed: 0)) { total, part in
+                    total.opened += part.opened
+                    total.failed += part.failed
                 }
             }
+            result.opened += batch.opened
+            result.failed += batch.failed
             index = end
             if let progress, clock.now >= nextProgress {
                 progress(result.opened, result.failed)
@@ -79,8 +84,8 @@ struct Harness: Sendable {
 
     /// Tells every loop (and `publishers`) the measurement window: call before it starts.
     func beginWindow(_ bounds: MeasurementWindow, publishers: NIOLoopBound<PublisherPool>?) async throws {
-        for (loop, pool) in zip(loops, pools) {
-            try await loop.submit { pool.value.stats.beginWindow(bounds) }.get()
+        for loop in streams {
+            await loop.submit { $0.stats.beginWindow(bounds) }
         }
         if let publishers {
             try await publishers.eventLoop.submit {
@@ -100,8 +105,8 @@ struct Harness: Sendable {
                 return publishers.value.window
             }.get()
         }
-        for (loop, pool) in zip(loops, pools) {
-            total.add(try await loop.submit { pool.value.stats.endWindow() }.get())
+        for loop in streams {
+            total.add(await loop.submit { $0.stats.endWindow() })
         }
         return (total, publish)
     }
@@ -109,8 +114,8 @@ struct Harness: Sendable {
     /// Counters since the start, over all loops.
     func lifetime() async throws -> LoadCounters {
         var total = LoadCounters()
-        for (loop, pool) in zip(loops, pools) {
-            total.add(try await loop.submit { pool.value.stats.lifetime }.get())
+        for loop in streams {
+            total.add(await loop.submit { $0.stats.lifetime })
         }
         return total
     }
@@ -118,15 +123,15 @@ struct Harness: Sendable {
     /// Streams open now.
     func openStreams() async throws -> Int {
         var total = 0
-        for (loop, pool) in zip(loops, pools) {
-            total += try await loop.submit { pool.value.stats.openStreams }.get()
+        for loop in streams {
+            total += await loop.submit { $0.stats.openStreams }
         }
         return total
     }
 
-    /// Creates a publisher pool with `connections` connections on the first loop.
+    /// Creates a publisher pool with `connections` connections on the publishers' loop.
     func publishers(connections: Int, token: String?, body: PublishBody, pipeline: Int = 1) async throws -> NIOLoopBound<PublisherPool> {
-        let loop = loops[0]
+        let loop = group.next()
         let endpoint = self.endpoint
         let pool = try await loop.submit {
             NIOLoopBound(PublisherPool(loop: loop, endpoint: endpoint, token: token, body: body, pipeline: pipeline), eventLoop: loop)
@@ -160,12 +165,13 @@ struct Harness: Sendable {
         if let publishers {
             try? await publishers.eventLoop.flatSubmit { publishers.value.closeAll() }.get()
         }
-        for (loop, pool) in zip(loops, pools) {
-            try? await loop.flatSubmit { pool.value.closeAll() }.get()
+        for loop in streams {
+            await loop.submit { $0.closeAll() }
         }
     }
 
     func shutdown() async {
+        for loop in streams { await loop.shutdown() }
         try? await group.shutdownGracefully()
     }
 }
