@@ -7,9 +7,10 @@
 # Usage: scripts/bench.sh [options]
 #   --runs N            runs per scenario and server (default 3)
 #   --scenarios LIST    comma-separated subset of: light,overload,fanout10k,users,idle,replay,
-#                       durable,durable1 (default: all)
-#   --no-durable        skip the PostgreSQL scenarios (durable: 16 publishers, batches of 100;
-#                       durable1: one publisher, one event per request)
+#                       durablereplay,durable,durable1 (default: all)
+#   --no-durable        skip the PostgreSQL scenarios (durablereplay: replay from the database;
+#                       durable: 16 publishers, batches of 100; durable1: one publisher, one
+#                       event per request)
 #   --duration D        measurement window of each run (default 10s)
 #   --quick             1 run, 5s windows: a smoke test, not a measurement
 #   --no-micro          skip the package-benchmark suites
@@ -28,7 +29,7 @@ cd "$ROOT"
 
 RUNS=3
 DURATION=10s
-SCENARIOS=light,overload,fanout10k,users,idle,replay,durable,durable1
+SCENARIOS=light,overload,fanout10k,users,idle,replay,durablereplay,durable,durable1
 DURABLE=1
 MICRO=1
 LOAD=1
@@ -37,7 +38,7 @@ UPDATE_THRESHOLDS=0
 SERVER_CPU=0
 LOAD_CPU=1
 
-usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; }
 
 while [[ $# -gt 0 ]]; do
     case "$1" in
@@ -127,7 +128,7 @@ if [[ $LOAD == 1 ]]; then
             fanout10k) echo "fanout --connections 10000 --rate 200 --ramp 4000 --publish-connections 16" ;;
             users) echo "users --connections 2000 --publish-connections 16 --pipeline 4" ;;
             idle) echo "idle --connections 10000 --ramp 4000 --duration 3s" ;;
-            replay) echo "replay --missed 999 --iterations 20 --background 99000" ;;
+            replay|durablereplay) echo "replay --missed 999 --iterations 20 --background 99000" ;;
             durable) echo "users --connections 200 --publish-connections 16 --batch 100" ;;
             durable1) echo "users --connections 200 --publish-connections 1 --pipeline 1" ;;
             *) return 1 ;;
@@ -143,7 +144,7 @@ if [[ $LOAD == 1 ]]; then
         [[ $server == floor ]] && spawn=(--spawn-command "$FLOOR_BIN {port}" --label floor)
         local extra=()
         [[ $scenario == durable* ]] && extra=(--server-arg=--database-url="$BENCH_DATABASE_URL")
-        case "$scenario" in idle|replay) ;; *) extra+=(--duration "$DURATION") ;; esac
+        case "$scenario" in idle|*replay) ;; *) extra+=(--duration "$DURATION") ;; esac
         printf '   %-10s %-8s run %d: tidings bench %s\n' "$scenario" "$server" "$run" "$args" >&2
         # shellcheck disable=SC2086
         if ! timeout 600 "$TIDINGS" bench $args "${spawn[@]}" "${PIN_SERVER[@]}" "${PIN_LOAD[@]}" \

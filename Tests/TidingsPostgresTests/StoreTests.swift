@@ -100,6 +100,12 @@ struct StoreTests {
                 #expect(expired.events.compactMap(\.id) == [5, 7, 9])
                 #expect(expired.hasGap(after: 0))
                 #expect(!expired.hasGap(after: 3))
+                // Asked from a resume point, the store looks for expired ids after it only.
+                let straddling = try await store.replay(targets: [.user("1")], after: 2, through: 20, limit: 100)
+                #expect(straddling.cut == 3 && straddling.oldestRetained == 4 && straddling.hasGap(after: 2))
+                let past = try await store.replay(targets: [.user("1")], after: 3, through: 20, limit: 100)
+                #expect(!past.hasGap(after: 3))
+                #expect(past.events.compactMap(\.id) == [5, 7, 9])
             }
         }
     }

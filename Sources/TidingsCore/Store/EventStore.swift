@@ -18,7 +18,8 @@ public protocol EventStore: Sendable {
 public struct ReplayPage: Sendable {
     /// Matching events in id order.
     public var events: [Event]
-    /// The highest id that is gone (pruned or expired), 0 if none.
+    /// The highest id that is gone (pruned or expired), 0 if none. Only exact when above the
+    /// page's `after`: a store may report any lower value when nothing after it is gone.
     public var cut: EventID
     /// The oldest retained id, if any event is retained.
     public var oldestRetained: EventID?
