@@ -135,6 +135,7 @@ let package = Package(
             name: "TidingsServerTests",
             dependencies: [
                 "TidingsServer",
+                "TidingsBench",
                 "TidingsCore",
                 "TidingsPostgres",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TidingsBench
 
 /// `tidings bench` (the load tool behind `make bench`) run as a user would, against a real
 /// gateway, with its JSON report checked against what the gateway must have done.
@@ -109,5 +110,17 @@ struct BenchCommandTests {
             #expect(number(report, "connections.disconnects") == 2)
             #expect(number(report, "connections.errors.http_401") == nil, "nothing was reopened")
         }
+    }
+
+    @Test func streamsThatCannotConnectAreCountedAsConnectErrors() async throws {
+        let closedPort = try SpawnedServer.freePort()  // nothing listens there
+        let report = try await report([
+            "idle", "--url", "http://127.0.0.1:\(closedPort)", "--jwt-secret", TestServer.secret,
+            "--connections", "3", "--settle", "0.1s", "--duration", "0.1s",
+        ])
+        #expect(number(report, "connections.opened") == 0)
+        #expect(number(report, "connections.failed") == 3)
+        #expect(try #require(number(report, "connections.errors.connect")) >= 3)
+        #expect(((report["connections"] as? [String: Any])?["lastError"] as? String)?.contains("refused") == true)
     }
 }

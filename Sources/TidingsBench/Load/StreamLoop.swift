@@ -287,21 +287,23 @@ final class StreamLoop: @unchecked Sendable {
     private func handle(_ fd: CInt, _ flags: UInt32) {
         let slot = slots + Int(fd)
         guard slot.pointee.inUse else { return }
-        if flags & EPOLLOUT.rawValue != 0 {
-            if slot.pointee.connecting {
-                var error: CInt = 0
-                var length = socklen_t(MemoryLayout<CInt>.size)
-                _ = getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length)
-                if error != 0 {
-                    failConnect(fd, error)
-                    return
-                }
-                slot.pointee.connecting = false
+        if slot.pointee.connecting {
+            // The connect finished one way or the other (a refused one may report only ERR/HUP).
+            guard flags & (EPOLLOUT.rawValue | EPOLLERR.rawValue | EPOLLHUP.rawValue) != 0 else { return }
+            var error: CInt = 0
+            var length = socklen_t(MemoryLayout<CInt>.size)
+            _ = getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length)
+            if error != 0 || flags & EPOLLOUT.rawValue == 0 {
+                failConnect(fd, error != 0 ? error : ECONNREFUSED)
+                return
             }
+            slot.pointee.connecting = false
+        }
+        if flags & EPOLLOUT.rawValue != 0, slot.pointee.requestSent < slot.pointee.request.count {
             sendRequest(fd)
             guard slot.pointee.inUse else { return }
         }
-        if flags & (EPOLLIN.rawValue | EPOLLRDHUP.rawValue | EPOLLHUP.rawValue | EPOLLERR.rawValue) != 0, !slot.pointee.connecting {
+        if flags & (EPOLLIN.rawValue | EPOLLRDHUP.rawValue | EPOLLHUP.rawValue | EPOLLERR.rawValue) != 0 {
             readAvailable(fd)
         }
     }
