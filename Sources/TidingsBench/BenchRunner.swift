@@ -313,8 +313,7 @@ public struct BenchRunner: Sendable {
         let loadEnd = ProcessSample.current()
         // CPU over the interval between the samples (within a few ms of the window).
         let sampleSeconds = Double(MeasurementWindow.now - sampled) / 1e9
-        // Events received just before `end` may still be in a loop's queue.
-        try await Task.sleep(for: .milliseconds(50))
+        try await awaitStragglers(harness, publishers: publishers)
         let (counters, publish) = try await harness.endWindow(publishers: publishers)
         let loadCPU = (loadEnd?.cpuSeconds ?? 0) - (loadStart?.cpuSeconds ?? 0)
         var window = Window(
@@ -323,6 +322,35 @@ public struct BenchRunner: Sendable {
             pid: options.serverPID)
         window.sampleSeconds = sampleSeconds
         return window
+    }
+
+    /// Publishes sent inside the window count wherever their answers and events arrive (see
+    /// `MeasurementWindow`): waits until every such request is answered and every subscriber got
+    /// its events, or the deliveries stop growing for 250 ms, or 5 s pass.
+    private func awaitStragglers(_ harness: Harness, publishers: NIOLoopBound<PublisherPool>?) async throws {
+        let clock = ContinuousClock()
+        let giveUp = clock.now + .seconds(5)
+        let streams = options.scenario == .fanout ? try await harness.openStreams() : 1
+        var last = -1
+        var steadySince = clock.now
+        while clock.now < giveUp {
+            let delivered = await harness.windowEvents()
+            var answered = true
+            var expected: Int?
+            if let publishers {
+                let publish = try await harness.publishWindow(publishers)
+                answered = publish.accepted + publish.rejected.values.reduce(0, +) >= publish.requests
+                expected = publish.acceptedEvents * streams
+            }
+            if answered, let expected, delivered >= expected { return }
+            if delivered != last {
+                last = delivered
+                steadySince = clock.now
+            } else if answered, clock.now - steadySince >= .milliseconds(250) {
+                return
+            }
+            try await Task.sleep(for: .milliseconds(20))
+        }
     }
 
     private static func sleep(until instant: UInt64) async throws {

@@ -32,10 +32,10 @@ struct BenchCommandTests {
             let accepted = try #require(number(report, "publishing.acceptedEvents"))
             #expect(accepted >= 30, "about 40/s for 1.5 s")
             #expect(number(report, "delivery.expected") == accepted * 20)
-            // Deliveries count when they arrive, publishes when they are accepted: an event in
-            // flight at either edge of the window may count on one side only.
+            // Publishes and deliveries both count by the send time the event carries: exactly
+            // the same events on both sides, whenever each arrived.
             let delivered = try #require(number(report, "delivery.events"))
-            #expect(abs(delivered - accepted * 20) <= 2 * 20, "accepted \(accepted) × 20, delivered \(delivered)")
+            #expect(delivered == accepted * 20, "accepted \(accepted) × 20, delivered \(delivered)")
             #expect(number(report, "delivery.latencyMs.count") == delivered, "every delivery carried its send time")
             #expect(number(report, "delivery.resets") == 0)
         }
@@ -51,9 +51,7 @@ struct BenchCommandTests {
             let accepted = try #require(number(report, "publishing.acceptedEvents"))
             let delivered = try #require(number(report, "delivery.events"))
             #expect(accepted > 0)
-            // Only events in flight at either edge of the window (2 connections × 2 in flight
-            // at each) may count on one side only.
-            #expect(abs(delivered - accepted) <= 2 * 2 * 2, "accepted \(accepted), delivered \(delivered)")
+            #expect(delivered == accepted, "accepted \(accepted), delivered \(delivered)")
             #expect(number(report, "publishing.connectionErrors") == 0)
             #expect(((report["publishing"] as? [String: Any])?["rejected"] as? [String: Any])?.isEmpty == true)
         }
@@ -80,15 +78,16 @@ struct BenchCommandTests {
         #expect(!run.error.contains(secret))
     }
 
-    /// `tidings bench fanout` whose streams carry a token that expires in 2 s: the server ends
-    /// each stream then.
+    /// `tidings bench fanout` whose streams carry a token that expires in 7–8 s (`exp` is whole
+    /// seconds): the server ends each stream then, inside the 10 s window even when the tool took
+    /// up to 6 s to start on a loaded machine (CI saw more than 3).
     private func fanoutWithExpiringStreams(_ server: TestServer, connections: Int, _ extra: [String] = []) async throws -> [String: Any] {
-        let token = try await CLITests.run(["token", "--secret", TestServer.secret, "--sub", "u1", "--topics", "bench", "--ttl", "2s"])
+        let token = try await CLITests.run(["token", "--secret", TestServer.secret, "--sub", "u1", "--topics", "bench", "--ttl", "8s"])
         return try await report(
             [
                 "fanout", "--url", server.baseURL, "--subscriber-token", token.output.trimmingCharacters(in: .whitespacesAndNewlines),
                 "--publisher-token", TestServer.publishKey, "--connections", "\(connections)", "--rate", "10",
-                "--warmup", "0.2s", "--duration", "3.8s",
+                "--warmup", "0.2s", "--duration", "10s",
             ] + extra)
     }
 

@@ -95,6 +95,20 @@ struct Harness: Sendable {
         }
     }
 
+    /// Events of the window the subscribers have received so far.
+    func windowEvents() async -> Int {
+        var total = 0
+        for loop in streams {
+            total += await loop.submit { $0.stats.window.events }
+        }
+        return total
+    }
+
+    /// The publishers' window counters so far.
+    func publishWindow(_ publishers: NIOLoopBound<PublisherPool>) async throws -> PublishCounters {
+        try await publishers.eventLoop.submit { publishers.value.window }.get()
+    }
+
     /// Ends the window; returns what subscribers and publishers saw in it.
     func endWindow(publishers: NIOLoopBound<PublisherPool>?) async throws -> (LoadCounters, PublishCounters?) {
         var total = LoadCounters()

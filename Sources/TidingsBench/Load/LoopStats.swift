@@ -2,9 +2,13 @@ import Histogram
 import NIOCore
 
 /// The measurement window as two instants on the monotonic clock (`NIODeadline` uptime
-/// nanoseconds), fixed before the window opens and shared by every loop and the publishers: an
-/// event counts when it is received inside it, wherever it is received, so subscribers and
-/// publishers measure exactly the same interval however late each loop learns of it.
+/// nanoseconds), fixed before the window opens and shared by every thread of the tool.
+///
+/// A publish counts when it is *sent* inside the window, and so does every delivery of the event
+/// it carries (by the send time embedded in the event), whenever the answer or the delivery
+/// arrives: publishers and subscribers count exactly the same events, however late one thread
+/// runs after another. The tool waits for the stragglers after the window ends. Events without
+/// a send time (not from this tool) count when they arrive.
 struct MeasurementWindow: Sendable {
     var start: UInt64
     var end: UInt64
@@ -31,7 +35,7 @@ final class LoopStats {
     func recordEvent(_ event: ScannedEvent, now: UInt64) {
         lifetime.events += 1
         if event.isReset { lifetime.resets += 1 }
-        guard let bounds, bounds.contains(now) else { return }
+        guard let bounds, bounds.contains(event.sentAt ?? now) else { return }
         window.events += 1
         if event.isReset { window.resets += 1 }
         if let sentAt = event.sentAt {

@@ -56,11 +56,11 @@ final class PublisherPool {
     private var running = false
     private var tickInterval = TimeAmount.milliseconds(5)
     private var scratch = ByteBufferAllocator().buffer(capacity: 1024)
-    /// Set for a measurement: requests sent and answers received inside it are counted.
+    /// Set for a measurement: requests sent inside it are counted, and their answers whenever
+    /// they arrive (as subscribers count the events those requests carry).
     var bounds: MeasurementWindow?
-    private var inWindow: Bool {
-        guard let bounds else { return false }
-        return bounds.contains(MeasurementWindow.now)
+    private func inWindow(_ instant: UInt64 = MeasurementWindow.now) -> Bool {
+        bounds?.contains(instant) ?? false
     }
     var window = PublishCounters()
     var lifetime = PublishCounters()
@@ -155,15 +155,18 @@ final class PublisherPool {
         let events = max(1, body.batch)
         sequence += UInt64(events)
         sentEvents += events
-        send(scratch, events: events, on: handler, completion: nil)
+        send(scratch, events: events, on: handler, sentAt: now, completion: nil)
     }
 
-    private func send(_ json: ByteBuffer, events: Int, on handler: PublisherHandler, completion: Completion?) {
+    /// `sentAt`: the send time the body carries (the instant the window classifies it by).
+    private func send(
+        _ json: ByteBuffer, events: Int, on handler: PublisherHandler, sentAt: UInt64 = MeasurementWindow.now, completion: Completion?
+    ) {
         var request = handler.allocator.buffer(capacity: json.readableBytes + 256)
         RequestWriter.publish(path: endpoint.eventsPath, host: endpoint.hostHeader, token: token, body: json, into: &request)
         lifetime.requests += 1
-        if inWindow { window.requests += 1 }
-        handler.send(request, events: events, completion: completion)
+        if inWindow(sentAt) { window.requests += 1 }
+        handler.send(request, events: events, sentAt: sentAt, completion: completion)
     }
 
     fileprivate func ready(_ handler: PublisherHandler) {
@@ -172,10 +175,10 @@ final class PublisherPool {
         for _ in 0..<pipeline { next(handler) }
     }
 
-    fileprivate func completed(_ handler: PublisherHandler, status: Int, events: Int, roundTrip: UInt64, body: String) {
-        let micros = min(roundTrip / 1000, LoadCounters.latencyLimitMicros)
+    fileprivate func completed(_ handler: PublisherHandler, status: Int, events: Int, sentAt: UInt64, now: UInt64, body: String) {
+        let micros = min((now - sentAt) / 1000, LoadCounters.latencyLimitMicros)
         Self.count(&lifetime, status: status, events: events, micros: micros, body: body)
-        if inWindow { Self.count(&window, status: status, events: events, micros: micros, body: body) }
+        if inWindow(sentAt) { Self.count(&window, status: status, events: events, micros: micros, body: body) }
         next(handler)
     }
 
@@ -206,7 +209,7 @@ final class PublisherPool {
         idle.removeAll { $0 === handler }
         lifetime.connectionErrors += 1
         lifetime.lastError = error
-        if inWindow { window.connectionErrors += 1 }
+        if inWindow() { window.connectionErrors += 1 }
         guard running || !waiting.isEmpty else { return }
         // Replace the connection so the offered load stays the same.
         loop.assumeIsolated().scheduleTask(in: .milliseconds(100)) { [self] in
@@ -244,12 +247,12 @@ final class PublisherHandler: ChannelInboundHandler {
         pool.ready(self)
     }
 
-    func send(_ request: ByteBuffer, events: Int, completion: PublisherPool.Completion?) {
+    func send(_ request: ByteBuffer, events: Int, sentAt: UInt64, completion: PublisherPool.Completion?) {
         guard let context, !closed else {
             completion?(0, "connection closed")
             return
         }
-        inFlight.append((NIODeadline.now().uptimeNanoseconds, events, completion))
+        inFlight.append((sentAt, events, completion))
         context.writeAndFlush(wrapOutboundOut(request), promise: nil)
     }
 
@@ -301,7 +304,7 @@ final class PublisherHandler: ChannelInboundHandler {
                 inFlightHead = 0
             }
             completion?(status, body)
-            pool.completed(self, status: status, events: events, roundTrip: now - sentAt, body: body)
+            pool.completed(self, status: status, events: events, sentAt: sentAt, now: max(now, sentAt), body: body)
         }
     }
 
