@@ -216,14 +216,18 @@ final class StreamLoop: @unchecked Sendable {
         while running {
             let count = epoll_wait(epoll, events, Self.maxEvents, waitMilliseconds())
             if count < 0, errno != EINTR { fatalError("epoll_wait: \(String(cString: strerror(errno)))") }
+            var woken = false
             for item in 0..<Int(max(0, count)) {
                 let fd = events[item].data.fd
                 if fd == wakeRead {
-                    runInbox()
+                    woken = true
                 } else {
                     handle(fd, events[item].events)
                 }
             }
+            // Sockets are opened only after the batch: a descriptor closed in it and reused by a
+            // new stream must not receive the rest of the batch's events for the old one.
+            if woken { runInbox() }
             if nextDeadline != .max { runTimers() }
         }
         cleanUp()
