@@ -31,7 +31,9 @@ public struct BenchRunner: Sendable {
         if limit < needed {
             throw BenchError("\(options.subscribers) streams need about \(needed) file descriptors; the limit is \(limit) (ulimit -n)")
         }
-        let harness = try await Harness.make(threads: options.threads, endpoint: options.endpoint, reconnect: options.reconnect)
+        let harness = try await Harness.make(
+            threads: options.threads, endpoint: options.endpoint,
+            reconnect: options.reconnect && options.scenario != .replay)  // replay reopens streams itself
         if let pinLoadTo { try CPUAffinity.pinCurrentProcess(to: pinLoadTo) }
         do {
             let report: BenchReport
@@ -139,9 +141,6 @@ public struct BenchRunner: Sendable {
     // MARK: - replay
 
     private func replay(_ harness: Harness) async throws -> BenchReport {
-        for loop in harness.streams {
-            await loop.submit { $0.reconnect = false }
-        }
         let topic = options.topic
         let publishers = try await harness.publishers(
             connections: 1, token: try await credentials.publisherToken(), body: publishBody(.topic(topic)))

@@ -84,9 +84,7 @@ struct Harness: Sendable {
 
     /// Tells every loop (and `publishers`) the measurement window: call before it starts.
     func beginWindow(_ bounds: MeasurementWindow, publishers: NIOLoopBound<PublisherPool>?) async throws {
-        for loop in streams {
-            await loop.submit { $0.stats.beginWindow(bounds) }
-        }
+        _ = await gather { $0.stats.beginWindow(bounds) }
         if let publishers {
             try await publishers.eventLoop.submit {
                 publishers.value.window = PublishCounters()
@@ -95,13 +93,16 @@ struct Harness: Sendable {
         }
     }
 
+    /// `read` run on every stream loop, in order.
+    private func gather<T: Sendable>(_ read: @escaping @Sendable (StreamLoop) -> T) async -> [T] {
+        var values: [T] = []
+        for loop in streams { values.append(await loop.submit(read)) }
+        return values
+    }
+
     /// Events of the window the subscribers have received so far.
     func windowEvents() async -> Int {
-        var total = 0
-        for loop in streams {
-            total += await loop.submit { $0.stats.window.events }
-        }
-        return total
+        await gather { $0.stats.window.events }.reduce(0, +)
     }
 
     /// The publishers' window counters so far.
@@ -119,28 +120,20 @@ struct Harness: Sendable {
                 return publishers.value.window
             }.get()
         }
-        for loop in streams {
-            total.add(await loop.submit { $0.stats.endWindow() })
-        }
+        for counters in await gather({ $0.stats.endWindow() }) { total.add(counters) }
         return (total, publish)
     }
 
     /// Counters since the start, over all loops.
     func lifetime() async throws -> LoadCounters {
         var total = LoadCounters()
-        for loop in streams {
-            total.add(await loop.submit { $0.stats.lifetime })
-        }
+        for counters in await gather({ $0.stats.lifetime }) { total.add(counters) }
         return total
     }
 
     /// Streams open now.
     func openStreams() async throws -> Int {
-        var total = 0
-        for loop in streams {
-            total += await loop.submit { $0.stats.openStreams }
-        }
-        return total
+        await gather { $0.stats.openStreams }.reduce(0, +)
     }
 
     /// Creates a publisher pool with `connections` connections on the publishers' loop.
@@ -179,9 +172,7 @@ struct Harness: Sendable {
         if let publishers {
             try? await publishers.eventLoop.flatSubmit { publishers.value.closeAll() }.get()
         }
-        for loop in streams {
-            await loop.submit { $0.closeAll() }
-        }
+        _ = await gather { $0.closeAll() }
     }
 
     func shutdown() async {

@@ -46,13 +46,13 @@ final class StreamLoop: @unchecked Sendable {
 
     let stats = LoopStats()
     /// Reopen streams the server ends (with Last-Event-ID).
-    var reconnect = true
-    var reconnectDelayNanos: UInt64 = 1_000_000_000
+    let reconnect: Bool
     /// Called for every event of every stream of this loop (the replay scenario uses it).
     var observer: ((Int, ScannedEvent) -> Void)?
     private(set) var active = true
 
     private static let headTimeoutNanos: UInt64 = 30_000_000_000
+    private static let reconnectDelayNanos: UInt64 = 1_000_000_000
     private static let readSize = 64 * 1024
     private static let maxEvents: Int32 = 1024
 
@@ -194,8 +194,6 @@ final class StreamLoop: @unchecked Sendable {
         live.removeAll()
         for fd in descriptors { teardown(fd) }
     }
-
-    var openChannels: Int { live.count }
 
     /// Closes stream `index` without reopening it.
     func close(index: Int) {
@@ -460,7 +458,7 @@ final class StreamLoop: @unchecked Sendable {
         guard active else { return }
         stats.recordFailure(.disconnect)
         guard reconnect else { return }
-        schedule(in: reconnectDelayNanos) { [self] in
+        schedule(in: Self.reconnectDelayNanos) { [self] in
             guard active else { return }
             open(spec, index: index, lastEventID: lastEventID)
         }
