@@ -40,6 +40,8 @@ public struct PostgresConfiguration: Sendable {
     public var poolSize: Int
     /// Most events the listener reads at once.
     public var pageSize: Int
+    /// How often the listener records `tidings.state.settled_through` (tests shorten it).
+    var horizonWriteInterval: Duration = .seconds(1)
 
     public init(
         url: String? = nil,
@@ -65,6 +67,11 @@ public struct PostgresConfiguration: Sendable {
 }
 
 extension Duration {
+    /// Whole milliseconds (at least 1), for PostgreSQL settings such as `lock_timeout`.
+    var milliseconds: Int64 {
+        max(1, nanosecondsClamped / 1_000_000)
+    }
+
     /// Seconds as a `Double`.
     var seconds: Double {
         let (seconds, attoseconds) = components

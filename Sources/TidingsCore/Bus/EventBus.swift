@@ -157,6 +157,18 @@ public final class EventBus: Sendable {
     /// - Returns: how many subscriptions received it.
     @discardableResult
     public func deliver(_ event: Event) -> Int {
+        deliver(event, toEveryone: false)
+    }
+
+    /// Delivers a durable event to every open subscription, whatever its targets (the
+    /// listener's `tidings.reset` when it fell behind retention), and advances the horizon to
+    /// its id.
+    @discardableResult
+    public func broadcast(_ event: Event) -> Int {
+        deliver(event, toEveryone: true)
+    }
+
+    private func deliver(_ event: Event, toEveryone: Bool) -> Int {
         var writers: [CheckedContinuation<Void, Never>] = []
         var kicks: [any DrainKick] = []
         var overflowed: [(Subscription, CheckedContinuation<Void, Never>?)] = []
@@ -169,8 +181,7 @@ public final class EventBus: Sendable {
             let dispatch = state.dispatch
             let delivery = Delivery(id: event.id, frame: event.frame, chunk: event.chunk)
             var count = 0
-            for target in event.targets {
-                guard let subscriptions = state.byTarget[target]?.list else { continue }
+            func fanOut(to subscriptions: [Subscription]) {
                 // Subscriptions are not in cache any more between events: ask for a few ahead.
                 let ahead = 4
                 let total = subscriptions.count
@@ -201,6 +212,14 @@ public final class EventBus: Sendable {
                     case .overflow(let waiter):
                         overflowed.append((subscription, waiter))
                     }
+                }
+            }
+            if toEveryone {
+                fanOut(to: Array(state.all.values))
+            } else {
+                for target in event.targets {
+                    guard let subscriptions = state.byTarget[target]?.list else { continue }
+                    fanOut(to: subscriptions)
                 }
             }
             // A slow subscriber leaves the bus at once: its slot is free for its reconnect.

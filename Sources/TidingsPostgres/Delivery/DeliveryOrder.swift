@@ -12,16 +12,20 @@ import TidingsCore
 ///
 /// - Rows that continue contiguously from `lastDelivered` are delivered.
 /// - At a hole (a missing id below a visible one) the listener reads again, this time also
-///   listing every transaction id in progress (each holds an ExclusiveLock on its own id in
-///   `pg_locks`; reading it assigns no transaction id and writes nothing) — `needsHoleRead`.
-///   Whatever can still fill a hole up to the highest id of that read belongs to one of those
-///   transactions: it took its transaction id before its event id, so before that read, and is
-///   still open. The listener waits until a later snapshot shows all of them ended; that same
-///   read's rows are then final: holes at or below that highest id are permanent (rolled back)
-///   and are passed over (`advance`).
+///   listing the *publishers* in progress — `needsHoleRead`. A publisher holds a shared
+///   transaction-level advisory lock (`tidings.take_event_ids`, `tidings.publish`) from before
+///   it takes its first event id until its transaction ends; the read lists the transaction ids
+///   of the holders (from `pg_locks`; reading it assigns no transaction id and writes nothing).
+///   Whatever can still fill a hole up to the highest id of that read belongs to one of them:
+///   it took the lock before its event id, so before that read, and is still open.
+///   Transactions that never took an event id — a forgotten `psql` session, a report, a
+///   transaction of another database — are never waited for. The listener waits until a later
+///   snapshot shows all of them ended; that same read's rows are then final: holes at or below
+///   that highest id are permanent (rolled back) and are passed over (`advance`).
 /// - The wait is bounded by `orderWait`. After it the hole is treated as permanent and reported
 ///   (`expired`): an event that commits later is kept and replayable by id, but was not
-///   delivered live.
+///   delivered live. The candidates still open then are *abandoned*: later holes do not wait
+///   for them again (only one `orderWait` per stuck publisher, not one per hole) until they end.
 ///
 /// The "ended" check and the rows it settles always come from one statement, so one snapshot:
 /// the commit log can say "committed" a moment before a new snapshot shows the rows.
@@ -73,12 +77,30 @@ struct DeliveryOrder: Sendable {
     /// Every hole at or below it is permanent.
     private(set) var settledThrough: EventID
     private(set) var wait: Wait?
+    /// Publishers a wait gave up on and that had not ended by the last read: not waited for again.
+    private(set) var abandoned: Set<UInt64> = []
     let orderWait: TimeAmount
 
     init(lastDelivered: EventID, orderWait: TimeAmount) {
         self.lastDelivered = lastDelivered
         self.settledThrough = lastDelivered
         self.orderWait = orderWait
+    }
+
+    /// Ids up to `id` are gone for good (pruned): delivery goes on after it.
+    mutating func pass(through id: EventID) {
+        guard id > lastDelivered else { return }
+        lastDelivered = id
+        settledThrough = max(settledThrough, id)
+        if let wait, wait.through <= id { self.wait = nil }
+    }
+
+    /// True when a read is worth doing while a wait is pending: every candidate had ended in
+    /// `snapshot` (taken by a cheap probe that reads no rows), or the wait expired. Always true
+    /// without a wait.
+    func mayRead(snapshot: PGSnapshot, now: NIODeadline) -> Bool {
+        guard let wait else { return true }
+        return now >= wait.deadline || wait.hasEnded(in: snapshot)
     }
 
     /// Processes one read: `rows` in id order (all after `lastDelivered` as of the read), the
@@ -91,6 +113,9 @@ struct DeliveryOrder: Sendable {
         now: NIODeadline
     ) -> Outcome<Row> {
         var outcome = Outcome<Row>()
+        if !abandoned.isEmpty {
+            abandoned = abandoned.filter { !snapshot.hasEnded($0) }
+        }
         if let wait {
             if wait.hasEnded(in: snapshot) {
                 settledThrough = max(settledThrough, wait.through)
@@ -98,6 +123,7 @@ struct DeliveryOrder: Sendable {
             } else if now >= wait.deadline {
                 outcome.expired = Expired(from: lastDelivered + 1, through: wait.through, waited: now - wait.started)
                 settledThrough = max(settledThrough, wait.through)
+                abandoned.formUnion(wait.candidates.filter { !snapshot.hasEnded($0) })
                 self.wait = nil
             }
         }
@@ -126,7 +152,8 @@ struct DeliveryOrder: Sendable {
         if wait != nil {
             outcome.status = .waiting
         } else if let inProgress {
-            wait = Wait(through: highest, candidates: inProgress, started: now, deadline: now + orderWait)
+            wait = Wait(
+                through: highest, candidates: inProgress.subtracting(abandoned), started: now, deadline: now + orderWait)
             outcome.status = .waiting
         } else {
             outcome.status = .needsHoleRead

@@ -60,6 +60,11 @@ public struct PostgresError: Error, Sendable, CustomStringConvertible, CustomDeb
     var isConnectionError: Bool {
         code == .connectionFailed || code == .connectionLost
     }
+
+    /// A statement that hit `lock_timeout` (55P03) or `statement_timeout` (57014).
+    var isTimeout: Bool {
+        code == .queryFailed && (sqlState == "55P03" || sqlState == "57014")
+    }
 }
 
 /// The database could not be reached when starting: the CLI exits with 69 (`EX_UNAVAILABLE`).

@@ -23,6 +23,13 @@ final class ListenerLoop: @unchecked Sendable {
         var waitPoll: (first: Duration, cap: Duration) = (.milliseconds(2), .milliseconds(50))
         /// How often `tidings.state.settled_through` is updated.
         var horizonWriteInterval: Duration = .seconds(1)
+        /// Bounds on the listener's statements (`statement_timeout`, `lock_timeout`): a DBA's
+        /// lock on the schema's tables shows as a stalled listener instead of a silent one.
+        var statementTimeout: Duration = .seconds(30)
+        var lockTimeout: Duration = .seconds(1)
+        /// The horizon write waits at most this long for a lock on `tidings.state`, then is
+        /// retried later: live delivery never waits for it.
+        var horizonLockTimeout: Duration = .milliseconds(50)
     }
 
     /// What `/readyz` sees.
@@ -35,6 +42,30 @@ final class ListenerLoop: @unchecked Sendable {
         var waitingOnHole = false
         /// Reads done so far (tests await "a read after this").
         var reads: UInt64 = 0
+        /// When the last read began that found delivery caught up with what was committed.
+        var caughtUpAt: NIODeadline?
+        /// True while the listener waits for news with nothing left to deliver.
+        var idle = false
+        /// When the running read cycle began (`nil` between cycles).
+        var cycleStarted: NIODeadline?
+        /// Since when the listener's statements time out or wait for locks.
+        var stalledSince: NIODeadline?
+
+        /// How far live delivery is behind what the database has committed: 0 while idle,
+        /// else the time since the listener last knew itself caught up.
+        func lag(now: NIODeadline) -> TimeAmount {
+            if idle && stalledSince == nil { return .zero }
+            guard let caughtUpAt else { return .zero }
+            return max(.zero, now - caughtUpAt)
+        }
+
+        /// True when one read cycle has run longer than `limit`, or statements keep failing on
+        /// timeouts or locks.
+        func isStalled(now: NIODeadline, limit: TimeAmount) -> Bool {
+            if stalledSince != nil { return true }
+            if let cycleStarted, now - cycleStarted > limit { return true }
+            return false
+        }
     }
 
     private enum CycleResult {
@@ -44,7 +75,7 @@ final class ListenerLoop: @unchecked Sendable {
     }
 
     private static let readSQL = """
-        SELECT s.snapshot, NULL::text, \(StoredEvent.columns)
+        SELECT s.snapshot, NULL::text, NULL::bigint, \(StoredEvent.columns)
         FROM (SELECT pg_current_snapshot()::text AS snapshot) AS s
         LEFT JOIN LATERAL (
             SELECT id, targets, event, data, created_at FROM tidings.events WHERE id > $1 ORDER BY id LIMIT $2
@@ -52,12 +83,21 @@ final class ListenerLoop: @unchecked Sendable {
         ORDER BY e.id
         """
 
-    /// The same read listing, after its snapshot, the transactions in progress: each holds an
-    /// ExclusiveLock on its own transaction id (see `DeliveryOrder`).
+    /// The same read listing, after its snapshot, the publishers in progress: the transaction
+    /// ids of the holders of the order lock (see `DeliveryOrder`; pg_locks is read once); and
+    /// how far the pruner has gone (a listener more than `--retention` behind finds pruned ids
+    /// where it would otherwise see rolled-back ones).
     private static let holeReadSQL = """
         SELECT s.snapshot,
-            (SELECT coalesce(string_agg(transactionid::text, ','), '') FROM pg_locks
-             WHERE locktype = 'transactionid' AND mode = 'ExclusiveLock' AND granted),
+            (WITH locks AS MATERIALIZED (
+                SELECT locktype, virtualtransaction, transactionid, database, classid, objid, objsubid, mode
+                FROM pg_locks WHERE granted AND locktype IN ('advisory', 'transactionid'))
+             SELECT coalesce(string_agg(x.transactionid::text, ','), '')
+             FROM locks AS a JOIN locks AS x ON x.virtualtransaction = a.virtualtransaction
+             WHERE a.locktype = 'advisory' AND a.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                AND a.classid = \(OrderLock.classID) AND a.objid = \(OrderLock.objectID) AND a.objsubid = 1
+                AND x.locktype = 'transactionid' AND x.mode = 'ExclusiveLock'),
+            (SELECT value FROM tidings.state WHERE name = 'pruned_through'),
             \(StoredEvent.columns)
         FROM (SELECT pg_current_snapshot()::text AS snapshot) AS s
         LEFT JOIN LATERAL (
@@ -65,6 +105,9 @@ final class ListenerLoop: @unchecked Sendable {
         ) AS e ON true
         ORDER BY e.id
         """
+
+    /// While a hole's wait is pending: only a snapshot, to see whether the candidates ended.
+    private static let probeSQL = "SELECT pg_current_snapshot()::text"
 
     let status = Mutex(Status())
     private let stopRequested = Atomic<Bool>(false)
@@ -140,6 +183,22 @@ final class ListenerLoop: @unchecked Sendable {
             }
             do {
                 try serve()
+            } catch let error as PostgresError where error.isTimeout && connection?.isBroken == false {
+                // A lock held on the schema (or a statement over its bound): the connection is
+                // fine; report the stall and try again after a pause.
+                failures += 1
+                let delay = backoff(failures)
+                let now = NIODeadline.now()
+                status.withLock { status in
+                    if status.stalledSince == nil { status.stalledSince = now }
+                    status.idle = false
+                    status.cycleStarted = nil
+                }
+                logger.warning(
+                    "Listener stalled: a statement timed out or waited too long for a lock",
+                    metadata: [PostgresLogKey.error: "\(error)", PostgresLogKey.delay: "\(delay.seconds)"])
+                _ = pipe.wait(socket: nil, timeout: delay)
+                pipe.drain()
             } catch {
                 logger.warning("Listener connection lost", metadata: [PostgresLogKey.error: "\(error)"])
                 disconnect()
@@ -162,10 +221,12 @@ final class ListenerLoop: @unchecked Sendable {
     private func connect() throws {
         let connection = try PGConnection.connect(parameters, logger: logger)
         do {
+            let bounds = "SET statement_timeout = \(settings.statementTimeout.milliseconds); "
+                + "SET lock_timeout = \(settings.lockTimeout.milliseconds); "
             if settings.wakeup == .notify {
-                try connection.execute("LISTEN tidings_wakeup; LISTEN tidings")
+                try connection.execute(bounds + "LISTEN tidings_wakeup; LISTEN tidings")
             } else {
-                try connection.execute("LISTEN tidings")
+                try connection.execute(bounds + "LISTEN tidings")
             }
         } catch {
             connection.close()
@@ -173,14 +234,18 @@ final class ListenerLoop: @unchecked Sendable {
         }
         self.connection = connection
         let pid = connection.backendPID
-        status.withLock { $0 = Status(connected: true, caughtUp: false, backendPID: pid, reads: $0.reads) }
+        status.withLock {
+            $0 = Status(connected: true, caughtUp: false, backendPID: pid, reads: $0.reads, caughtUpAt: $0.caughtUpAt)
+        }
         logger.debug("Listener connected", metadata: [PostgresLogKey.backendPID: "\(pid)"])
     }
 
     private func disconnect() {
         connection?.close()
         connection = nil
-        status.withLock { $0 = Status(connected: false, caughtUp: false, backendPID: nil, reads: $0.reads) }
+        status.withLock {
+            $0 = Status(connected: false, caughtUp: false, backendPID: nil, reads: $0.reads, caughtUpAt: $0.caughtUpAt)
+        }
     }
 
     /// Serves one connection until `stop()` (returns) or a connection error (throws).
@@ -228,21 +293,49 @@ final class ListenerLoop: @unchecked Sendable {
 
     /// Reads new rows and delivers what order allows; a hole read follows at once when needed.
     private func readCycle(_ connection: PGConnection) throws -> CycleResult {
-        var (rows, snapshot, _) = try read(connection, hole: false)
-        var outcome = order.process(rows: rows, id: \.id, snapshot: snapshot, inProgress: nil, now: .now())
+        let started = NIODeadline.now()
+        status.withLock { status in
+            status.cycleStarted = started
+            status.idle = false
+        }
+        if order.wait != nil {
+            // Rows read now could not be delivered unless the wait is over: probe first.
+            let probe = try connection.query(Self.probeSQL).single(orMore: false)
+            guard let snapshot = PGSnapshot(try probe.string(0)) else { throw PostgresError(.unexpectedResult) }
+            if !order.mayRead(snapshot: snapshot, now: .now()) {
+                status.withLock { status in
+                    status.waitingOnHole = true
+                    status.reads &+= 1
+                    status.cycleStarted = nil
+                    status.stalledSince = nil
+                }
+                return .waiting
+            }
+        }
+        var read = try self.read(connection, hole: false)
+        var outcome = order.process(rows: read.rows, id: \.id, snapshot: read.snapshot, inProgress: nil, now: .now())
         apply(outcome)
         if outcome.status == .needsHoleRead {
-            let inProgress: Set<UInt64>?
-            (rows, snapshot, inProgress) = try read(connection, hole: true)
-            outcome = order.process(rows: rows, id: \.id, snapshot: snapshot, inProgress: inProgress, now: .now())
+            read = try self.read(connection, hole: true)
+            if let pruned = read.prunedThrough, pruned > order.lastDelivered {
+                passPruned(through: pruned, oldestAvailable: read.rows.first { $0.id > pruned }?.id)
+            }
+            outcome = order.process(
+                rows: read.rows, id: \.id, snapshot: read.snapshot, inProgress: read.inProgress, now: .now())
             apply(outcome)
         }
-        let fullPage = rows.count >= settings.pageSize
+        let fullPage = read.rows.count >= settings.pageSize
         let waiting = outcome.status != .idle
         status.withLock { status in
             if !fullPage { status.caughtUp = true }
             status.waitingOnHole = waiting
             status.reads &+= 1
+            status.cycleStarted = nil
+            status.stalledSince = nil
+            if !fullPage, !waiting {
+                status.caughtUpAt = started
+                status.idle = true
+            }
         }
         switch outcome.status {
         case .idle: return fullPage ? .more : .idle
@@ -250,13 +343,35 @@ final class ListenerLoop: @unchecked Sendable {
         }
     }
 
-    private func read(_ connection: PGConnection, hole: Bool) throws -> (rows: [StoredRow], snapshot: PGSnapshot, inProgress: Set<UInt64>?) {
+    private struct Read {
+        var rows: [StoredRow]
+        var snapshot: PGSnapshot
+        /// For a hole read: the publishers in progress after the snapshot.
+        var inProgress: Set<UInt64>?
+        /// For a hole read: `tidings.state.pruned_through`.
+        var prunedThrough: EventID?
+    }
+
+    /// The listener is more than `--retention` behind: events after what it delivered were
+    /// pruned before it read them. Live subscribers get `tidings.reset` (they reload, as a
+    /// resuming client would) instead of a silent gap, and delivery goes on after the cut.
+    private func passPruned(through pruned: EventID, oldestAvailable: EventID?) {
+        logger.warning(
+            "Listener fell behind retention; live subscribers get tidings.reset",
+            metadata: [PostgresLogKey.lastDelivered: "\(order.lastDelivered)", PostgresLogKey.horizon: "\(pruned)"])
+        let data = Replay.resetData(.historyExpired, given: order.lastDelivered, oldest: oldestAvailable)
+        bus.broadcast(Event(id: pruned, targets: [], type: .reset, data: data, createdAt: Date()))
+        order.pass(through: pruned)
+    }
+
+    private func read(_ connection: PGConnection, hole: Bool) throws -> Read {
         let result = try connection.query(
             hole ? Self.holeReadSQL : Self.readSQL,
             [String(order.lastDelivered), String(settings.pageSize)])
         let first = try result.single(orMore: true)
         guard let snapshot = PGSnapshot(try first.string(0)) else { throw PostgresError(.unexpectedResult) }
         var inProgress: Set<UInt64>?
+        var prunedThrough: EventID?
         if hole {
             var xids = Set<UInt64>()
             for item in try first.string(1).split(separator: ",") {
@@ -264,14 +379,15 @@ final class ListenerLoop: @unchecked Sendable {
                 xids.insert(snapshot.widen(xid))
             }
             inProgress = xids
+            prunedThrough = try first.optionalInt64(2)
         }
         var rows: [StoredRow] = []
         rows.reserveCapacity(result.count)
-        for row in result.rows where !row.isNull(2) {
-            let (id, event) = try StoredEvent.decode(row, at: 2)
+        for row in result.rows where !row.isNull(3) {
+            let (id, event) = try StoredEvent.decode(row, at: 3)
             rows.append(StoredRow(id: id, event: event))
         }
-        return (rows, snapshot, inProgress)
+        return Read(rows: rows, snapshot: snapshot, inProgress: inProgress, prunedThrough: prunedThrough)
     }
 
     private func apply(_ outcome: DeliveryOrder.Outcome<StoredRow>) {
@@ -294,7 +410,7 @@ final class ListenerLoop: @unchecked Sendable {
             case .deliver(let row):
                 if let event = row.event {
                     bus.deliver(event)
-                    metrics.deliveryLag.record(max(0, now.timeIntervalSince(event.createdAt)))
+                    metrics.commitToDelivery.record(max(0, now.timeIntervalSince(event.createdAt)))
                 } else {
                     logger.error("Skipping an undecodable stored event", metadata: [PostgresLogKey.eventID: "\(row.id)"])
                     bus.advance(to: row.id)
@@ -340,12 +456,16 @@ final class ListenerLoop: @unchecked Sendable {
         let now = NIODeadline.now()
         guard force || now - lastHorizonWrite >= .nanoseconds(settings.horizonWriteInterval.nanosecondsClamped) else { return }
         do {
-            try connection.query(
-                "UPDATE tidings.state SET value = $1 WHERE name = 'settled_through' AND value < $1",
-                [String(horizon)])
+            // A lock on tidings.state (a DBA's) must not hold live delivery: give up quickly and
+            // try again at the next interval.
+            try connection.execute(
+                "BEGIN; SET LOCAL lock_timeout = \(settings.horizonLockTimeout.milliseconds); "
+                    + "UPDATE tidings.state SET value = \(horizon) WHERE name = 'settled_through' AND value < \(horizon); COMMIT")
             persistedHorizon = horizon
             lastHorizonWrite = now
         } catch {
+            if !connection.isBroken, connection.isInTransaction { _ = try? connection.execute("ROLLBACK") }
+            lastHorizonWrite = now
             logger.debug("Cannot record the delivery horizon", metadata: [PostgresLogKey.error: "\(error)"])
         }
     }

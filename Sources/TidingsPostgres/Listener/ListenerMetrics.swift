@@ -8,13 +8,17 @@ struct ListenerMetrics: Sendable {
     let orderWaitExpired: Counter
     /// `tidings_notify_invalid_total`: plain NOTIFY payloads that were not a valid event.
     let notifyInvalid: Counter
-    /// `tidings_delivery_lag_seconds`: now − created_at when a stored event reaches the bus.
-    let deliveryLag: Recorder
+    /// `tidings_commit_to_delivery_seconds`: now − created_at when a stored event reaches the bus.
+    let commitToDelivery: Recorder
+    /// `tidings_delivery_lag_seconds`: how far live delivery is behind what the database has
+    /// committed (grows while the listener is stalled or disconnected).
+    let deliveryLag: Gauge
 
     init(factory: any MetricsFactory) {
         reconnects = Counter(label: "tidings_listener_reconnects_total", factory: factory)
         orderWaitExpired = Counter(label: "tidings_order_wait_expired_total", factory: factory)
         notifyInvalid = Counter(label: "tidings_notify_invalid_total", factory: factory)
-        deliveryLag = Recorder(label: "tidings_delivery_lag_seconds", dimensions: [], aggregate: true, factory: factory)
+        commitToDelivery = Recorder(label: "tidings_commit_to_delivery_seconds", dimensions: [], aggregate: true, factory: factory)
+        deliveryLag = Gauge(label: "tidings_delivery_lag_seconds", factory: factory)
     }
 }
