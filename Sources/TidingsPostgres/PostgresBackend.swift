@@ -58,6 +58,11 @@ public final class PostgresBackend: ReadinessSource {
             horizon = try await pool.withConnection { connection in
                 let pending = try Migrator.pending(EmbeddedMigrations.all.sorted { $0.name < $1.name }, on: connection)
                 guard pending.isEmpty else { throw MigrationError.notMigrated(pending) }
+                let sequence = try connection.query(
+                    "SELECT increment_by, cache_size FROM pg_sequences WHERE schemaname = 'tidings' AND sequencename = 'events_id_seq'"
+                ).single()
+                let (increment, cache) = (try sequence.int64(0), try sequence.int64(1))
+                guard increment == 1, cache == 1 else { throw MigrationError.badSequence(increment: increment, cache: cache) }
                 try connection.query(
                     "UPDATE tidings.settings SET value = $1 WHERE name = 'wakeup' AND value <> $1", [mode])
                 return try connection.query(

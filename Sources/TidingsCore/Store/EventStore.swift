@@ -12,6 +12,13 @@ public protocol EventStore: Sendable {
     /// Retained events of any of `targets` with `after < id <= through`, in id order, at most
     /// `limit` of them, and what history has lost.
     func replay(targets: Set<Target>, after: EventID, through: EventID, limit: Int) async throws -> ReplayPage
+
+    /// Ids at or below it are from before this store's history, which it cannot account for
+    /// (memory mode: ids of an earlier process); 0 when the store knows every id it issued.
+    var historyStart: EventID { get }
+
+    /// The highest id issued so far (also to a transaction that is still open or rolled back).
+    func lastIssuedID() async throws -> EventID
 }
 
 /// One page of replay.
@@ -35,10 +42,20 @@ public struct ReplayPage: Sendable {
         resumePoint < cut
     }
 
-    /// The id the reset event carries: the oldest retained id minus one (so a reconnect does not
-    /// repeat the reset), or the cut when nothing is retained.
+    /// The id a `history_expired` reset carries before the stream's horizon caps it: the oldest
+    /// retained id minus one (so a reconnect does not repeat the reset), or the cut when nothing
+    /// is retained.
     public var resetID: EventID {
         if let oldestRetained { return oldestRetained - 1 }
         return cut
     }
+}
+
+/// The connection to the store was lost while a publish committed, and whether it committed
+/// cannot be known: the events may or may not be stored. A retry with the same idempotency
+/// keys is safe; one without them may store the events twice.
+public struct CommitOutcomeUnknownError: Error, Sendable, CustomStringConvertible {
+    public init() {}
+
+    public var description: String { "the outcome of a publish's COMMIT cannot be known" }
 }

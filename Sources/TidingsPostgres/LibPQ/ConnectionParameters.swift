@@ -16,6 +16,10 @@ struct ConnectionParameters: Sendable {
         self.overrides = overrides
     }
 
+    /// Always applied last: Tidings reads and writes UTF-8 (event data, targets, keys),
+    /// whatever the URL, `PGCLIENTENCODING` or the server's default say.
+    static let fixed: [(String, String)] = [("client_encoding", "UTF8")]
+
     /// TCP keepalives so a silent peer is noticed, a connect timeout, and a name for
     /// `pg_stat_activity`.
     static let standardDefaults: [(String, String)] = [
@@ -42,6 +46,7 @@ struct ConnectionParameters: Sendable {
         var pairs = defaults
         if let url, !url.isEmpty { pairs.append(("dbname", url)) }
         pairs.append(contentsOf: overrides)
+        pairs.append(contentsOf: Self.fixed)
         return pairs
     }
 }

@@ -46,14 +46,18 @@ final class ConnectionPool: Sendable {
         }
     }
 
-    /// Closes every connection and stops the threads.
+    /// Closes every connection and stops the threads. `PQfinish` blocks (it says goodbye to the
+    /// server), so the connections are closed on a blocking-pool thread, never on Swift's
+    /// cooperative pool.
     func shutdown() async {
         try? await threads.shutdownGracefully()
         let connections = idle.withLock { idle in
             defer { idle.removeAll() }
             return idle
         }
-        for connection in connections { connection.close() }
+        guard !connections.isEmpty else { return }
+        let closing = ClosingConnections(connections)
+        _ = try? await NIOThreadPool.singleton.runIfActive { closing.closeAll() }
     }
 
     private func checkOut() throws(PostgresError) -> PGConnection {
@@ -79,5 +83,21 @@ final class ConnectionPool: Sendable {
         guard !connection.isBroken else { return false }
         var descriptor = pollfd(fd: connection.socket, events: Int16(POLLIN), revents: 0)
         return poll(&descriptor, 1, 0) == 0
+    }
+}
+
+/// Connections handed to a blocking-pool thread to be closed there.
+///
+/// `@unchecked Sendable`: the connections are no longer used by anyone else; only the one
+/// thread that closes them touches them.
+private final class ClosingConnections: @unchecked Sendable {
+    private let connections: [PGConnection]
+
+    init(_ connections: [PGConnection]) {
+        self.connections = connections
+    }
+
+    func closeAll() {
+        for connection in connections { connection.close() }
     }
 }

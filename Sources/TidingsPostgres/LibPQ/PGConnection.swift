@@ -1,5 +1,6 @@
 import CLibPQ
 import Logging
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -55,13 +56,20 @@ final class PGConnection: @unchecked Sendable {
         return PGConnection(handle: handle, notices: sink)
     }
 
-    /// Closes the connection (idempotent).
+    /// Closes the connection (idempotent). Blocks like every call: never from a task.
     func close() {
         guard !closed else { return }
         closed = true
+        if withUnsafeCurrentTask(body: { $0 != nil }) {
+            Self.closedInTask.add(1, ordering: .relaxed)
+        }
         PQfinish(handle)
         notices.release()
     }
+
+    /// How many connections were closed from a Swift task (on the cooperative pool) instead of
+    /// a thread of their own: always 0 unless something is wrong (tests check it).
+    static let closedInTask = Atomic<Int>(0)
 
     /// True when the connection is known to be unusable.
     var isBroken: Bool {
@@ -109,8 +117,9 @@ final class PGConnection: @unchecked Sendable {
         return try inTransaction(body)
     }
 
-    /// Like `transaction`, for a transaction block the caller has already begun.
-    func inTransaction<T>(_ body: () throws -> T) throws -> T {
+    /// Like `transaction`, for a transaction block the caller has already begun; with
+    /// `commit: false` the caller commits (ROLLBACK still follows a throwing `body`).
+    func inTransaction<T>(commit: Bool = true, _ body: () throws -> T) throws -> T {
         let value: T
         do {
             value = try body()
@@ -118,6 +127,7 @@ final class PGConnection: @unchecked Sendable {
             if !isBroken, isInTransaction { _ = try? execute("ROLLBACK") }
             throw error
         }
+        guard commit else { return value }
         do {
             try execute("COMMIT")
         } catch {

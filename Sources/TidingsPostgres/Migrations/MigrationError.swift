@@ -4,6 +4,8 @@ public struct MigrationError: Error, Sendable, CustomStringConvertible, CustomDe
         case changed(name: String)
         case notMigrated(pending: [String])
         case failed(name: String, underlying: PostgresError)
+        case newer(unknown: [String])
+        case badSequence(increment: Int64, cache: Int64)
     }
 
     private let kind: Kind
@@ -17,11 +19,20 @@ public struct MigrationError: Error, Sendable, CustomStringConvertible, CustomDe
         MigrationError(kind: .failed(name: name, underlying: underlying))
     }
 
+    /// The database was migrated by a newer Tidings: it records migrations this build lacks.
+    static func newer(_ unknown: [String]) -> MigrationError { MigrationError(kind: .newer(unknown: unknown)) }
+    /// `tidings.events_id_seq` was altered: ids would not be handed out in the order asked for.
+    static func badSequence(increment: Int64, cache: Int64) -> MigrationError {
+        MigrationError(kind: .badSequence(increment: increment, cache: cache))
+    }
+
     /// The migration concerned, or the first pending one.
     public var migration: String? {
         switch kind {
         case .changed(let name), .failed(let name, _): name
         case .notMigrated(let pending): pending.first
+        case .newer(let unknown): unknown.first
+        case .badSequence: nil
         }
     }
 
@@ -47,6 +58,12 @@ public struct MigrationError: Error, Sendable, CustomStringConvertible, CustomDe
                 + "run `tidings migrate`"
         case .failed(let name, let underlying):
             "migration \(name) failed and was rolled back: \(underlying)"
+        case .newer(let unknown):
+            "the database was migrated by a newer Tidings: it has migration(s) this binary does not know "
+                + "(\(unknown.joined(separator: ", "))); run a Tidings version that has them"
+        case .badSequence(let increment, let cache):
+            "tidings.events_id_seq has INCREMENT \(increment) and CACHE \(cache); delivery order needs both to be 1: "
+                + "run `ALTER SEQUENCE tidings.events_id_seq INCREMENT 1 CACHE 1` as its owner"
         }
     }
 

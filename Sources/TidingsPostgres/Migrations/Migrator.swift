@@ -89,7 +89,8 @@ public struct Migrator: Sendable {
         }
     }
 
-    /// Pending migration names, after checking that every recorded one is unchanged.
+    /// Pending migration names, after checking that every recorded one is unchanged and that no
+    /// newer Tidings migrated the database.
     static func pending(_ migrations: [Migration], on connection: PGConnection) throws -> [String] {
         let exists = try connection.query("SELECT to_regclass('tidings.schema_migrations') IS NOT NULL").single().bool(0)
         guard exists else { return migrations.map(\.name) }
@@ -101,6 +102,10 @@ public struct Migrator: Sendable {
             ORDER BY u.n
             """,
             [PGArray.text(migrations.map(\.name)), PGArray.text(migrations.map(\.sql))])
+        let known = Set(migrations.map(\.name))
+        let recorded = try connection.query("SELECT name FROM tidings.schema_migrations ORDER BY name").rows.map { try $0.string(0) }
+        let unknown = recorded.filter { !known.contains($0) }
+        guard unknown.isEmpty else { throw MigrationError.newer(unknown) }
         var pending: [String] = []
         for row in rows.rows {
             let name = try row.string(0)

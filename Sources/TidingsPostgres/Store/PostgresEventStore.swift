@@ -15,6 +15,8 @@ public final class PostgresEventStore: EventStore {
     private let pool: ConnectionPool
     private let retention: Duration
     private let published: Counter
+    /// How long to ask while the server still reports a lost COMMIT's transaction in progress.
+    let commitOutcomeWait: Duration = .seconds(5)
 
     init(pool: ConnectionPool, retention: Duration, metricsFactory: any MetricsFactory) {
         self.pool = pool
@@ -27,11 +29,15 @@ public final class PostgresEventStore: EventStore {
         let retentionSeconds = String(retention.seconds)
         let result: PublishResult
         do {
-            result = try await publishOnce(events, publisher: publisher, retentionSeconds: retentionSeconds)
-        } catch is LostBeforeTransaction {
-            // The connection died before the transaction began (the server restarted since it was
-            // last used): nothing was sent, so one retry on a fresh connection is safe.
-            result = try await publishOnce(events, publisher: publisher, retentionSeconds: retentionSeconds)
+            do {
+                result = try await publishOnce(events, publisher: publisher, retentionSeconds: retentionSeconds)
+            } catch is LostBeforeTransaction {
+                // The connection died before the transaction began (the server restarted since it
+                // was last used): nothing was sent, so one retry on a fresh connection is safe.
+                result = try await publishOnce(events, publisher: publisher, retentionSeconds: retentionSeconds)
+            }
+        } catch let lost as LostAtCommit {
+            result = try await outcome(of: lost)
         }
         let ids = result.ids
         let stored = result.stored
@@ -39,12 +45,15 @@ public final class PostgresEventStore: EventStore {
         return ids
     }
 
-    /// `BEGIN`, taking the transaction id before any event id (see DeliveryOrder).
-    private static func begin(on connection: PGConnection) throws {
+    /// `BEGIN` with a synchronous commit (an asynchronous one lost in a crash would re-issue ids
+    /// that listeners already delivered), taking the transaction id before any event id (see
+    /// DeliveryOrder). Returns the transaction id, to ask for the outcome if COMMIT is lost.
+    private static func begin(on connection: PGConnection) throws -> String {
         let failure: PostgresError
         do {
-            try connection.execute("BEGIN; SELECT pg_current_xact_id()")
-            return
+            return try connection.execute(
+                "BEGIN; SET LOCAL synchronous_commit = on; SELECT pg_current_xact_id()::text"
+            ).single(orMore: false).string(0)
         } catch {
             failure = error
         }
@@ -64,6 +73,36 @@ public final class PostgresEventStore: EventStore {
         }
     }
 
+    /// The connection was lost while COMMIT was on its way: the transaction may have committed.
+    /// A fresh connection asks the server (`pg_xact_status`): the ids if it committed, "nothing
+    /// stored" if it aborted, ``CommitOutcomeUnknownError`` if that cannot be known.
+    private func outcome(of lost: LostAtCommit) async throws -> PublishResult {
+        let clock = ContinuousClock()
+        let deadline = clock.now + commitOutcomeWait
+        while true {
+            let status: String?
+            do {
+                status = try await pool.withConnection { connection in
+                    try connection.query("SELECT pg_xact_status($1::xid8)", [lost.transactionID]).single(orMore: false)
+                        .optionalString(0)
+                }
+            } catch {
+                throw CommitOutcomeUnknownError()
+            }
+            switch status {
+            case "committed":
+                return PublishResult(ids: lost.ids, stored: lost.stored)
+            case "aborted":
+                throw lost.underlying
+            case "in progress" where clock.now < deadline:
+                // The server has not noticed the lost connection yet.
+                try await Task.sleep(for: .milliseconds(20))
+            default:
+                throw CommitOutcomeUnknownError()
+            }
+        }
+    }
+
     /// The transaction of one publish request; returns the ids and how many events it stored.
     static func publish(
         _ events: [NewEvent],
@@ -79,9 +118,8 @@ public final class PostgresEventStore: EventStore {
             firstIndexOfKey[key] = index
             keys.append(key)
         }
-        // The transaction id before any event id (see DeliveryOrder).
-        try Self.begin(on: connection)
-        return try connection.inTransaction {
+        let transactionID = try Self.begin(on: connection)
+        let (ids, stored) = try connection.inTransaction(commit: false) { () throws -> ([EventID], Int) in
             var existing: [String: EventID] = [:]
             if !keys.isEmpty {
                 let claimed = try connection.query(
@@ -114,9 +152,9 @@ public final class PostgresEventStore: EventStore {
             }
             var ids = [EventID](repeating: 0, count: events.count)
             if !toStore.isEmpty {
+                // The order lock, then the ids (see OrderLock).
                 let sequence = try connection.query(
-                    "SELECT nextval('tidings.events_id_seq') FROM generate_series(1, $1::int)",
-                    [String(toStore.count)])
+                    "SELECT unnest(tidings.take_event_ids($1::int))", [String(toStore.count)])
                 let newIDs = try sequence.rows.map { try $0.int64(0) }.sorted()
                 guard newIDs.count == toStore.count else { throw PostgresError(.unexpectedResult) }
                 for (offset, index) in toStore.enumerated() { ids[index] = newIDs[offset] }
@@ -148,6 +186,25 @@ public final class PostgresEventStore: EventStore {
                     [publisher, PGArray.text(claimedKeys), PGArray.int64(claimedKeys.map { ids[firstIndexOfKey[$0]!] })])
             }
             return (ids, toStore.count)
+        }
+        do {
+            try connection.execute("COMMIT")
+        } catch where error.isConnectionError {
+            throw LostAtCommit(underlying: error, transactionID: transactionID, ids: ids, stored: stored)
+        } catch {
+            if !connection.isBroken, connection.isInTransaction { _ = try? connection.execute("ROLLBACK") }
+            throw error
+        }
+        return (ids, stored)
+    }
+
+    /// The database accounts for every id it issued.
+    public var historyStart: EventID { 0 }
+
+    public func lastIssuedID() async throws -> EventID {
+        try await pool.withConnection { connection in
+            try connection.query("SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM tidings.events_id_seq")
+                .single().int64(0)
         }
     }
 
@@ -194,4 +251,12 @@ public final class PostgresEventStore: EventStore {
 /// The connection was lost before a publish transaction began.
 struct LostBeforeTransaction: Error {
     var underlying: PostgresError
+}
+
+/// The connection was lost during COMMIT: the outcome is the server's to tell.
+struct LostAtCommit: Error {
+    var underlying: PostgresError
+    var transactionID: String
+    var ids: [EventID]
+    var stored: Int
 }

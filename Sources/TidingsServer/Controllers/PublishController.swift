@@ -65,6 +65,9 @@ public struct PublishController: Sendable {
         let ids: [EventID]
         do {
             ids = try await gateway.store.publish(decoded.events, publisher: publisher.id)
+        } catch is CommitOutcomeUnknownError {
+            gateway.logger.error("publish outcome unknown: the database connection was lost during COMMIT")
+            throw Problem.outcomeUnknown
         } catch {
             gateway.logger.error("publish failed", metadata: ["error.type": "\(String(reflecting: type(of: error)))", "error": "\(error)"])
             throw Problem.unavailable("the event store is unavailable; nothing was stored, retry later", retryAfter: 2)

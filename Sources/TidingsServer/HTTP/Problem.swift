@@ -67,6 +67,15 @@ extension Problem {
                 headers: [.retryAfter: String(retryAfter)])
     }
 
+    /// The database connection was lost during COMMIT and the server could not tell whether the
+    /// transaction committed.
+    static let outcomeUnknown = Problem(
+        .serviceUnavailable, type: "outcome-unknown", title: "Publish Outcome Unknown",
+        detail: "the database connection was lost during COMMIT and whether the events were stored cannot be known; "
+            + "retrying with the same idempotency_key on every event is safe; without idempotency keys a retry may store the events twice, "
+            + "so give every event an idempotency_key to make publishes safe to retry",
+        headers: [.retryAfter: "2"])
+
     static func publish(_ error: PublishError) -> Problem {
         switch error {
         case .malformed(let reason):
