@@ -6,7 +6,11 @@ import Testing
 
 @Suite("Memory store and replay")
 struct MemoryStoreTests {
-    private func makeStore(retention: Duration = .seconds(3600), maxEvents: Int = 1_000, clock: ManualClock = ManualClock()) -> (EventBus, MemoryEventStore) {
+    /// A store whose clock starts at 1970, so its clock-based ids start at 1 (ResumeTests covers
+    /// ids from a real date).
+    private func makeStore(
+        retention: Duration = .seconds(3600), maxEvents: Int = 1_000, clock: ManualClock = ManualClock(.init(timeIntervalSince1970: 0))
+    ) -> (EventBus, MemoryEventStore) {
         let bus = EventBus()
         return (bus, MemoryEventStore(bus: bus, configuration: .init(retention: retention, maxEvents: maxEvents), clock: clock))
     }
@@ -57,7 +61,7 @@ struct MemoryStoreTests {
     }
 
     @Test func retentionByAgeWithATestClock() async throws {
-        let clock = ManualClock()
+        let clock = ManualClock(.init(timeIntervalSince1970: 0))
         let (_, store) = makeStore(retention: .seconds(60), clock: clock)
         _ = try await store.publish([newEvent([.user("a")])], publisher: "p")  // 1 at t=0
         clock.advance(by: 30)

@@ -16,6 +16,10 @@ final class ManualClock: WallClock {
     func advance(by seconds: TimeInterval) {
         current.withLock { $0 = $0.addingTimeInterval(seconds) }
     }
+
+    func set(_ date: Date) {
+        current.withLock { $0 = date }
+    }
 }
 
 func newEvent(_ targets: [Target], _ type: String = "test", data: String = "1", key: String? = nil) -> NewEvent {

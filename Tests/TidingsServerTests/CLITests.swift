@@ -77,18 +77,20 @@ struct CLITests {
     @Test func publishAndTailAgainstARealServer() async throws {
         try await TestServer.run { server in
             let subscriber = try await TestServer.token(sub: "alice")
-            for n in 1...3 { try await server.publish(user: "alice", event: "n", data: "{\"n\":\(n)}") }
+            var ids: [String] = []
+            for n in 1...3 { ids.append(try await server.publish(user: "alice", event: "n", data: "{\"n\":\(n)}")) }
             let published = try await Self.run([
                 "publish", "--url", server.baseURL, "--token", TestServer.publishKey, "--user", "alice",
                 "--event", "cli.test", "--data", #"{"from":"cli"}"#,
             ])
             #expect(published.status == 0, "\(published.error)")
-            #expect(published.output.contains(#""id":"4""#))
+            let fourth = "\(Int64(ids[2])! + 1)"
+            #expect(published.output.contains(#""id":"\#(fourth)""#))
             let tail = try await Self.run(
-                ["tail", "--url", server.baseURL, "--last-event-id", "1", "--count", "3"],
+                ["tail", "--url", server.baseURL, "--last-event-id", ids[0], "--count", "3"],
                 environment: ["TIDINGS_TOKEN": subscriber])
             #expect(tail.status == 0, "\(tail.error)")
-            #expect(tail.output == "2\tn\t{\"n\":2}\n3\tn\t{\"n\":3}\n4\tcli.test\t{\"from\":\"cli\"}\n")
+            #expect(tail.output == "\(ids[1])\tn\t{\"n\":2}\n\(ids[2])\tn\t{\"n\":3}\n\(fourth)\tcli.test\t{\"from\":\"cli\"}\n")
             let refused = try await Self.run(["tail", "--url", server.baseURL, "--token", "bad"])
             #expect(refused.status == 1)
             #expect(refused.error.contains("401"))

@@ -31,6 +31,10 @@ struct PostgresGatewayTests {
                 #expect(try await replay.events(2).map(\.id) == ids.map(Optional.some))
                 // A bad request stores nothing in the database either.
                 #expect(try await server.publish(#"[{"user":"42","event":"ok","data":1},{"user":"bad id","event":"x","data":1}]"#).status == 422)
+                // A key PostgreSQL could never store is the client's error, not the database's.
+                let nul = try await server.publish(#"{"user":"42","event":"ok","data":1,"idempotency_key":"a\u0000b"}"#)
+                #expect(nul.status == 422)
+                #expect(nul.pointers == ["/idempotency_key"])
                 let after = try await server.subscribe(token: token, headers: [("Last-Event-ID", ids[1])])
                 try await server.publish(user: "42", event: "c")
                 #expect(try await after.events(1).map(\.type) == ["c"])
@@ -94,6 +98,65 @@ struct PostgresGatewayTests {
                 let next = try await server.publish(user: "42")
                 #expect(try await resumed.nextEvent()?.id == next)
                 #expect(Int(next)! > Int(rest[2].id!)!)
+            }
+        }
+    }
+
+    @Test func aClientResumingOnAnInstanceThatIsBehindGetsNothingTwice() async throws {
+        try await GatewayDatabase.with { url in
+            let publisher = try await GatewaySession.open(url)
+            do {
+                // A moves past a publisher left open after 200 ms; B waits for it far longer.
+                try await TestServer.run({ $0.databaseURL = url; $0.orderWait = .milliseconds(200) }) { a in
+                    try await TestServer.run({ $0.databaseURL = url; $0.orderWait = .seconds(600) }) { b in
+                        try await eventually("ready") {
+                            let readyA = try await a.request(.GET, "/readyz").status == 200
+                            let readyB = try await b.request(.GET, "/readyz").status == 200
+                            return readyA && readyB
+                        }
+                        let token = try await TestServer.token(sub: "42")
+                        try await publisher.execute("BEGIN; SELECT tidings.publish('user:99', 'held', '{}')")
+                        let onA = try await a.subscribe(token: token)
+                        try await eventually("subscribed on A") { a.gateway.bus.subscriptionCount == 1 }
+                        var ids: [String] = []
+                        for n in 0..<5 { ids.append(try await a.publish(user: "42", data: "\(n)")) }
+                        #expect(try await onA.events(5).map(\.id) == ids.map(Optional.some))
+                        // The browser reconnects to B, which is behind what it read from A.
+                        #expect(b.gateway.bus.lastDelivered < Int64(ids[0])!)
+                        let onB = try await b.subscribe(token: token, headers: [("Last-Event-ID", ids[4])])
+                        try await eventually("subscribed on B") { b.gateway.bus.subscriptionCount == 1 }
+                        // B catches up when the publisher ends; what the client has is not sent again.
+                        try await publisher.execute("ROLLBACK")
+                        let last = Int64(ids[4])!
+                        try await eventually("B caught up") { b.gateway.bus.lastDelivered >= last }
+                        let next = try await a.publish(user: "42", data: "5")
+                        let first = try await onB.nextEvent()
+                        #expect(first?.id == next)
+                    }
+                }
+            } catch {
+                await publisher.close()
+                throw error
+            }
+            await publisher.close()
+        }
+    }
+
+    @Test func aResumePointAboveEverythingTheDatabaseIssuedGetsUnknownPosition() async throws {
+        try await GatewayDatabase.with { url in
+            try await TestServer.run(postgres(url)) { server in
+                try await eventually("ready") { try await server.request(.GET, "/readyz").status == 200 }
+                let token = try await TestServer.token(sub: "42")
+                let ids = [try await server.publish(user: "42"), try await server.publish(user: "42")]
+                try await eventually("delivered") { server.gateway.bus.lastDelivered == Int64(ids[1])! }
+                // A client of another deployment, or of this database before a restore from backup.
+                let stream = try await server.subscribe(token: token, headers: [("Last-Event-ID", "1000000")])
+                let reset = try #require(try await stream.nextEvent())
+                #expect(reset == SSEEvent(
+                    id: ids[1], type: "tidings.reset",
+                    data: #"{"reason":"unknown_position","last_event_id":"1000000","oldest_available":"\#(ids[0])"}"#))
+                let next = try await server.publish(user: "42")
+                #expect(try await stream.nextEvent()?.id == next)
             }
         }
     }

@@ -73,15 +73,40 @@ struct SubscribeTests {
 
     @Test func replayWithQueryParameterAndZeroMeansEverything() async throws {
         try await TestServer.run { server in
-            for n in 1...3 { try await server.publish(user: "alice", data: "\(n)") }
+            var ids: [String] = []
+            for n in 1...3 { ids.append(try await server.publish(user: "alice", data: "\(n)")) }
             let token = try await TestServer.token(sub: "alice")
             let all = try await server.subscribe(token: token, query: "last_event_id=0")
             #expect(try await all.events(3).map(\.data) == ["1", "2", "3"])
-            let some = try await server.subscribe(token: token, query: "last_event_id=2")
+            let some = try await server.subscribe(token: token, query: "last_event_id=\(ids[1])")
             #expect(try await some.events(1).map(\.data) == ["3"])
             // The header wins over the query parameter.
-            let header = try await server.subscribe(token: token, query: "last_event_id=0", headers: [("Last-Event-ID", "1")])
+            let header = try await server.subscribe(token: token, query: "last_event_id=0", headers: [("Last-Event-ID", ids[0])])
             #expect(try await header.events(2).map(\.data) == ["2", "3"])
+        }
+    }
+
+    @Test func idsNeverGoBackwardsAcrossAMemoryModeRestart() async throws {
+        let token = try await TestServer.token(sub: "alice")
+        let before = try await TestServer.run { server in
+            [try await server.publish(user: "alice"), try await server.publish(user: "alice")]
+        }
+        try await TestServer.run { server in
+            // The browser reconnects by itself with the last id it read from the old process.
+            let stream = try await server.subscribe(token: token, headers: [("Last-Event-ID", before[1])])
+            let reset = try #require(try await stream.nextEvent())
+            #expect(reset.type == "tidings.reset")
+            #expect(reset.data == #"{"reason":"unknown_position","last_event_id":"\#(before[1])","oldest_available":null}"#)
+            #expect(Int64(reset.id!)! > Int64(before[1])!)
+            let next = try await server.publish(user: "alice")
+            #expect(Int64(next)! > Int64(reset.id!)!)
+            #expect(try await stream.nextEvent()?.id == next)
+            // A position above every id issued: the same reset, at the latest id.
+            let ahead = try await server.subscribe(token: token, headers: [("Last-Event-ID", "\(Int64(next)! + 1_000)")])
+            let aheadReset = try #require(try await ahead.nextEvent())
+            #expect(aheadReset.type == "tidings.reset")
+            #expect(aheadReset.id == next)
+            #expect(aheadReset.data.contains(#""reason":"unknown_position""#))
         }
     }
 
@@ -97,10 +122,13 @@ struct SubscribeTests {
 
     @Test func resetEventWhenHistoryIsGone() async throws {
         try await TestServer.run({ $0.memoryMaxEvents = 3 }) { server in
-            for n in 1...6 { try await server.publish(user: "alice", data: "\(n)") }
-            let stream = try await server.subscribe(token: try await TestServer.token(sub: "alice"), headers: [("Last-Event-ID", "1")])
+            var ids: [String] = []
+            for n in 1...6 { ids.append(try await server.publish(user: "alice", data: "\(n)")) }
+            let stream = try await server.subscribe(token: try await TestServer.token(sub: "alice"), headers: [("Last-Event-ID", ids[0])])
             let events = try await stream.events(4)
-            #expect(events[0] == SSEEvent(id: "3", type: "tidings.reset", data: #"{"reason":"history_expired","last_event_id":"1","oldest_available":"4"}"#))
+            #expect(events[0] == SSEEvent(
+                id: ids[2], type: "tidings.reset",
+                data: #"{"reason":"history_expired","last_event_id":"\#(ids[0])","oldest_available":"\#(ids[3])"}"#))
             #expect(events.dropFirst().map(\.data) == ["4", "5", "6"])
         }
     }

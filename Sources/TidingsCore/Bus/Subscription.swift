@@ -79,6 +79,9 @@ public final class Subscription: Sendable {
         var queue: [Delivery] = []
         /// While true the writer is replaying history; live events wait in the queue.
         var holding: Bool
+        /// Events with an id at or below it never reach the stream (set at release: replayed,
+        /// covered by a reset, or at or below the client's resume point).
+        var floor: EventID = 0
         var lastDispatch: UInt64 = 0
         var waiter: CheckedContinuation<Void, Never>?
         var driver: (any SubscriptionDriver)?
@@ -173,10 +176,13 @@ public final class Subscription: Sendable {
     }
 
     /// Ends the replay phase: queued live events with an id at or below `lastReplayed` are
-    /// dropped (they were sent from history), the rest are released to the writer.
+    /// dropped (they were sent from history, or the client has them), the rest are released to
+    /// the writer; later events at or below it are dropped too (an instance whose horizon is
+    /// behind the client's resume point delivers them later).
     public func release(afterReplayThrough lastReplayed: EventID?) {
         state.withLock { state in
             if let lastReplayed {
+                state.floor = max(state.floor, lastReplayed)
                 func replayed(_ delivery: Delivery) -> Bool {
                     if let id = delivery.id { return id <= lastReplayed }
                     return false
@@ -258,6 +264,7 @@ public final class Subscription: Sendable {
     func enqueue(_ delivery: Delivery, dispatch: UInt64) -> EnqueueResult {
         state.withLock { state in
             guard state.end == nil, state.lastDispatch != dispatch else { return .skipped }
+            if let id = delivery.id, id <= state.floor { return .skipped }
             state.lastDispatch = dispatch
             if state.first == nil {
                 state.first = delivery

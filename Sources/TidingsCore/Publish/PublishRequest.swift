@@ -153,6 +153,11 @@ public struct PublishRequest: Sendable, Equatable {
                         problems.append(.init(pointer: at, detail: "must be 1–128 characters"))
                         continue
                     }
+                    // PostgreSQL text cannot hold NUL: such a key could never be stored.
+                    guard !text.utf8.contains(0) else {
+                        problems.append(.init(pointer: at, detail: "must not contain NUL (\\u0000)"))
+                        continue
+                    }
                     key = text
                 default:
                     problems.append(.init(pointer: at, detail: "unknown field; an event has event, data, user, users, topic, topics and idempotency_key"))

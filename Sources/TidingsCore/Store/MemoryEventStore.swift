@@ -6,6 +6,12 @@ import Synchronization
 /// The in-memory store: one process, history kept for `retention` and at most `maxEvents`.
 ///
 /// Appending and delivering to the bus happen under one lock, so the bus sees ids in order.
+///
+/// Ids never go backwards across restarts: a store's first id is the time it was made, in
+/// microseconds since 1970 (or the bus's horizon plus one, if higher), so a restarted process
+/// starts above every id an earlier one issued unless that one issued more than a million ids
+/// per second of its life. A resume point from before the first id is one the store cannot
+/// account for (``historyStart``).
 public final class MemoryEventStore: EventStore {
     public struct Configuration: Sendable {
         /// How long events are kept (`--retention`).
@@ -37,6 +43,8 @@ public final class MemoryEventStore: EventStore {
     }
 
     public let configuration: Configuration
+    /// The id before this store's first: ids at or below it are an earlier process's.
+    public let historyStart: EventID
     private let bus: EventBus
     private let clock: any WallClock
     private let state = Mutex(State())
@@ -52,7 +60,20 @@ public final class MemoryEventStore: EventStore {
         self.configuration = configuration
         self.clock = clock
         self.published = Counter(label: "tidings_events_published_total", factory: metricsFactory ?? MetricsSystem.factory)
-        self.state.withLock { $0.nextID = bus.lastDelivered + 1 }
+        let start = max(bus.lastDelivered, Self.clockID(clock.now()))
+        self.historyStart = start
+        bus.advance(to: start)
+        self.state.withLock { $0.nextID = start + 1 }
+    }
+
+    /// Microseconds since 1970 at `date` (0 before it).
+    static func clockID(_ date: Date) -> EventID {
+        let microseconds = (date.timeIntervalSince1970 * 1_000_000).rounded(.down)
+        return microseconds > 0 ? EventID(microseconds) : 0
+    }
+
+    public func lastIssuedID() async throws -> EventID {
+        state.withLock { $0.nextID - 1 }
     }
 
     public func publish(_ events: [NewEvent], publisher: String) async throws -> [EventID] {

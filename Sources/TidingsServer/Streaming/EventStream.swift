@@ -59,14 +59,15 @@ struct EventStream: Sendable {
         try await sink.start()
     }
 
-    /// Sends history up to the horizon; live events at or below it were in history.
+    /// Sends history up to the horizon (and a reset where history cannot continue from the
+    /// resume point); returns the floor below which live events must not follow.
     private func replay(after resumePoint: EventID, writer: inout any ResponseBodyWriter) async throws -> EventID {
-        let replayed = try await Replay.run(
+        let outcome = try await Replay.run(
             store: gateway.store, targets: targets, after: resumePoint, through: horizon
         ) { frames in
             try await writer.write(contentsOf: frames)
         }
-        gateway.metrics.replayed.increment(by: replayed)
-        return horizon
+        gateway.metrics.replayed.increment(by: outcome.replayed)
+        return outcome.floor
     }
 }

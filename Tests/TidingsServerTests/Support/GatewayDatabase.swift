@@ -37,3 +37,36 @@ enum GatewayDatabase {
         }
     }
 }
+
+/// One connection held across statements (a transaction left open), on a thread of its own.
+final class GatewaySession: Sendable {
+    private let connection: PGConnection
+    private let thread: NIOThreadPool
+
+    private init(connection: PGConnection, thread: NIOThreadPool) {
+        self.connection = connection
+        self.thread = thread
+    }
+
+    static func open(_ url: String) async throws -> GatewaySession {
+        var logger = Logger(label: "tidings.test.session")
+        logger.logLevel = .error
+        let thread = NIOThreadPool(numberOfThreads: 1)
+        thread.start()
+        let connection = try await thread.runIfActive { [logger] in
+            try PGConnection.connect(ConnectionParameters(url: url), logger: logger)
+        }
+        return GatewaySession(connection: connection, thread: thread)
+    }
+
+    func execute(_ sql: String) async throws {
+        let connection = connection
+        _ = try await thread.runIfActive { try connection.execute(sql) }
+    }
+
+    func close() async {
+        let connection = connection
+        _ = try? await thread.runIfActive { connection.close() }
+        try? await thread.shutdownGracefully()
+    }
+}

@@ -1,0 +1,182 @@
+import Foundation
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A TCP proxy on loopback in front of the test PostgreSQL that can lose a COMMIT: when armed,
+/// the next client message that is exactly `COMMIT` (simple query protocol) is either
+/// forwarded and then the client's side cut before the answer comes back (the transaction
+/// commits, the client never hears it), or cut instead of forwarded (the server sees the
+/// connection end inside the transaction and aborts it). It can also refuse new connections,
+/// for a database that cannot be asked afterwards.
+///
+/// `@unchecked Sendable`: the mutable state is in `Mutex`es; sockets are plain descriptors each
+/// pumped by one thread.
+final class CuttingProxy: @unchecked Sendable {
+    enum Cut: Sendable {
+        /// Forward the COMMIT, then cut the client off.
+        case afterCommit
+        /// Cut the client off instead of forwarding the COMMIT.
+        case insteadOfCommit
+    }
+
+    let port: Int
+    private let listener: Int32
+    private let target: (host: String, port: Int)
+    private let armed = Mutex<Cut?>(nil)
+    private let refusing = Atomic<Bool>(false)
+    private let cuts = Atomic<Int>(0)
+    private let stopped = Atomic<Bool>(false)
+    private let sockets = Mutex<[Int32]>([])
+
+    /// The `COMMIT` query message: 'Q', length 11, "COMMIT\0".
+    private static let commitMessage: [UInt8] = [0x51, 0, 0, 0, 11] + Array("COMMIT".utf8) + [0]
+
+    init(targetHost: String, targetPort: Int) throws {
+        target = (targetHost, targetPort)
+        let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = 0
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard bound == 0, listen(descriptor, 64) == 0 else {
+            close(descriptor)
+            throw TimedOut(what: "a proxy port")
+        }
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(descriptor, $0, &length) }
+        }
+        listener = descriptor
+        port = Int(UInt16(bigEndian: address.sin_port))
+        Thread { [self] in acceptLoop() }.start()
+    }
+
+    /// The test database's URL with the proxy's host and port.
+    static func url(through proxy: CuttingProxy, for url: String) -> String {
+        guard let at = url.range(of: "@"), let slash = url[at.upperBound...].firstIndex(of: "/") else { return url }
+        return String(url[..<at.upperBound]) + "127.0.0.1:\(proxy.port)" + String(url[slash...])
+    }
+
+    /// Host and port of a `postgresql://user@host:port/db` URL.
+    static func hostAndPort(of url: String) -> (String, Int)? {
+        guard let at = url.range(of: "@") else { return nil }
+        let rest = url[at.upperBound...]
+        guard let slash = rest.firstIndex(of: "/") else { return nil }
+        let authority = rest[..<slash]
+        guard let colon = authority.lastIndex(of: ":"), let port = Int(authority[authority.index(after: colon)...]) else {
+            return (String(authority), 5432)
+        }
+        return (String(authority[..<colon]), port)
+    }
+
+    /// The next COMMIT is lost this way.
+    func arm(_ cut: Cut) {
+        armed.withLock { $0 = cut }
+    }
+
+    /// New connections are accepted and closed at once, and the next cut ends every open
+    /// connection (sockets are only shut down, never closed, so no descriptor is reused while
+    /// the proxy lives).
+    func refuse(_ value: Bool) {
+        refusing.store(value, ordering: .sequentiallyConsistent)
+    }
+
+    /// How many COMMITs were lost so far.
+    var cutCount: Int { cuts.load(ordering: .sequentiallyConsistent) }
+
+    func stop() {
+        stopped.store(true, ordering: .sequentiallyConsistent)
+        shutdown(listener, Int32(SHUT_RDWR))
+        close(listener)
+        for descriptor in sockets.withLock({ $0 }) { shutdown(descriptor, Int32(SHUT_RDWR)) }
+    }
+
+    private func acceptLoop() {
+        while !stopped.load(ordering: .sequentiallyConsistent) {
+            let client = accept(listener, nil, nil)
+            guard client >= 0 else { return }
+            if refusing.load(ordering: .sequentiallyConsistent) {
+                close(client)
+                continue
+            }
+            guard let server = connectToTarget() else {
+                close(client)
+                continue
+            }
+            sockets.withLock { $0 += [client, server] }
+            Thread { [self] in pump(from: client, to: server, watching: true, peer: server) }.start()
+            Thread { [self] in pump(from: server, to: client, watching: false, peer: client) }.start()
+        }
+    }
+
+    private func connectToTarget() -> Int32? {
+        let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr(target.host == "localhost" ? "127.0.0.1" : target.host)
+        address.sin_port = UInt16(target.port).bigEndian
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard connected == 0 else {
+            close(descriptor)
+            return nil
+        }
+        return descriptor
+    }
+
+    /// Copies bytes one way until either side ends. Client-to-server traffic is watched for
+    /// the COMMIT message while armed (libpq sends one message per write for it).
+    private func pump(from source: Int32, to destination: Int32, watching: Bool, peer: Int32) {
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let count = buffer.withUnsafeMutableBytes { read(source, $0.baseAddress, $0.count) }
+            guard count > 0 else { break }
+            let chunk = Array(buffer[0..<count])
+            if watching, chunk == Self.commitMessage, let cut = armed.withLock({ $0.take() }) {
+                cuts.add(1, ordering: .sequentiallyConsistent)
+                switch cut {
+                case .afterCommit:
+                    writeAll(destination, chunk)
+                    // The client hears nothing more; the server connection stays open until
+                    // the server has answered (it commits regardless).
+                    shutdown(source, Int32(SHUT_RDWR))
+                    if refusing.load(ordering: .sequentiallyConsistent) {
+                        // The database is gone for the client: every other connection too.
+                        for other in sockets.withLock({ $0 }) where other != destination {
+                            shutdown(other, Int32(SHUT_RDWR))
+                        }
+                    }
+                    return
+                case .insteadOfCommit:
+                    shutdown(source, Int32(SHUT_RDWR))
+                    shutdown(destination, Int32(SHUT_RDWR))
+                    return
+                }
+            }
+            guard writeAll(destination, chunk) else { break }
+        }
+        shutdown(destination, Int32(SHUT_RDWR))
+        shutdown(source, Int32(SHUT_RDWR))
+    }
+
+    @discardableResult
+    private func writeAll(_ descriptor: Int32, _ bytes: [UInt8]) -> Bool {
+        var offset = 0
+        while offset < bytes.count {
+            // MSG_NOSIGNAL: a peer that is gone is an error here, not a SIGPIPE for the test process.
+            let written = bytes.withUnsafeBytes {
+                send(descriptor, $0.baseAddress! + offset, bytes.count - offset, Int32(MSG_NOSIGNAL))
+            }
+            guard written > 0 else { return false }
+            offset += written
+        }
+        return true
+    }
+}
