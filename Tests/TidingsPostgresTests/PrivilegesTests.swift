@@ -57,6 +57,12 @@ struct PrivilegesTests {
                         FOR EACH ROW EXECUTE FUNCTION tidings.row_event('user_id', 'order')
                     """)
                 try await SQL.run(app, "INSERT INTO orders (user_id, status) VALUES (7, 'new')")
+                // Whoever writes the table fires the trigger; writers need no Tidings right.
+                try await withRole(url, granted: []) { (writer: String, writerURL: String) async throws in
+                    try await SQL.run(app, "GRANT INSERT ON orders TO \(writer); GRANT USAGE ON SEQUENCE orders_id_seq TO \(writer)")
+                    try await SQL.run(writerURL, "INSERT INTO orders (user_id, status) VALUES (8, 'new')")
+                    #expect(await failure(writerURL, "SELECT tidings.publish('user:1', 'direct', '{}')") == "42501")
+                }
                 // Everything else is refused: ids outside the protocol, the sequence, the tables.
                 let insufficient = "42501"
                 #expect(await failure(app, "INSERT INTO tidings.events (id, targets, event, data) VALUES (9223372036854775000, '{user:1}', 'x', '{}')") == insufficient)
@@ -70,7 +76,7 @@ struct PrivilegesTests {
                 #expect(await failure(app, "DELETE FROM tidings.idempotency_keys") == insufficient)
                 let rows = try await SQL.run(url, "SELECT id, event, array_to_string(targets, ' ') FROM tidings.events ORDER BY id")
                     .rows.map { "\(try $0.int64(0)) \(try $0.string(1)) \(try $0.string(2))" }
-                #expect(rows == ["1 direct user:1", "2 direct user:1 topic:t", "3 order.created user:7"])
+                #expect(rows == ["1 direct user:1", "2 direct user:1 topic:t", "3 order.created user:7", "4 order.created user:8"])
             }
         }
     }
