@@ -126,6 +126,12 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // Test support shared by the test targets (a proxy that loses a COMMIT); not a product.
+        .target(
+            name: "TidingsTestSupport",
+            path: "Tests/TidingsTestSupport",
+            swiftSettings: swiftSettings
+        ),
         .testTarget(
             name: "TidingsCoreTests",
             dependencies: ["TidingsCore"],
@@ -138,6 +144,7 @@ let package = Package(
                 "TidingsBench",
                 "TidingsCore",
                 "TidingsPostgres",
+                "TidingsTestSupport",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -153,6 +160,7 @@ let package = Package(
             dependencies: [
                 "TidingsPostgres",
                 "TidingsCore",
+                "TidingsTestSupport",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "MetricsTestKit", package: "swift-metrics"),

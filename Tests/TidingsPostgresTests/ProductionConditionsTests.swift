@@ -5,6 +5,7 @@ import NIOPosix
 import Synchronization
 import Testing
 import TidingsCore
+import TidingsTestSupport
 
 @testable import TidingsPostgres
 

@@ -4,6 +4,7 @@ import NIOHTTP1
 import Testing
 import TidingsCore
 import TidingsServer
+import TidingsTestSupport
 
 /// The gateway in PostgreSQL mode, over loopback HTTP, against a real PostgreSQL.
 @Suite("PostgreSQL mode over HTTP", .enabled(if: GatewayDatabase.isConfigured, "needs TIDINGS_TEST_DATABASE_URL (make test sets it)"))
@@ -158,6 +159,40 @@ struct PostgresGatewayTests {
                 let next = try await server.publish(user: "42")
                 #expect(try await stream.nextEvent()?.id == next)
             }
+        }
+    }
+
+    @Test func aLostCommitIsAnsweredWithWhatTheDatabaseSaysOrOutcomeUnknown() async throws {
+        try await GatewayDatabase.with { url in
+            let (host, port) = try #require(CuttingProxy.hostAndPort(of: url))
+            let proxy = try CuttingProxy(targetHost: host, targetPort: port)
+            defer { proxy.stop() }
+            try await TestServer.run(postgres(CuttingProxy.url(through: proxy, for: url))) { server in
+                try await eventually("ready") { try await server.request(.GET, "/readyz").status == 200 }
+                // The answer to COMMIT is lost, the transaction committed: 202 with its id.
+                proxy.arm(.afterCommit)
+                let committed = try await server.publish(#"{"user":"42","event":"committed","data":1}"#)
+                #expect(proxy.cutCount == 1)
+                #expect(committed.status == 202)
+                #expect(committed.json["id"] as? String != nil)
+                // COMMIT never reached the database: 503, nothing stored.
+                proxy.arm(.insteadOfCommit)
+                let aborted = try await server.publish(#"{"user":"42","event":"aborted","data":1}"#)
+                #expect(proxy.cutCount == 2)
+                #expect(aborted.status == 503)
+                #expect(aborted.json["type"] as? String == "https://tidings.dev/problems/unavailable")
+                // The database cannot be asked: a problem of its own that says how to retry safely.
+                proxy.arm(.afterCommit)
+                proxy.refuse(true)
+                let unknown = try await server.publish(#"{"user":"42","event":"unknown","data":1}"#)
+                proxy.refuse(false)
+                #expect(unknown.status == 503)
+                #expect(unknown.json["type"] as? String == "https://tidings.dev/problems/outcome-unknown")
+                #expect((unknown.json["detail"] as? String)?.contains("idempotency_key") == true)
+                #expect(unknown.headers["Retry-After"].first == "2")
+            }
+            let stored = try await GatewayDatabase.values(url, "SELECT event FROM tidings.events ORDER BY id")
+            #expect(stored == ["committed", "unknown"])
         }
     }
 

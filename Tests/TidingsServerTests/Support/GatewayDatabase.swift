@@ -26,6 +26,17 @@ enum GatewayDatabase {
         return try await body(url)
     }
 
+    /// The first column of every row of a query, on its own connection.
+    static func values(_ url: String, _ sql: String) async throws -> [String] {
+        var logger = Logger(label: "tidings.test.sql")
+        logger.logLevel = .error
+        return try await NIOThreadPool.singleton.runIfActive { [logger] in
+            let connection = try PGConnection.connect(ConnectionParameters(url: url), logger: logger)
+            defer { connection.close() }
+            return try connection.execute(sql).rows.map { try $0.string(0) }
+        }
+    }
+
     /// Runs one statement on its own connection, off the cooperative pool.
     static func execute(_ url: String, _ sql: String) async throws {
         var logger = Logger(label: "tidings.test.sql")

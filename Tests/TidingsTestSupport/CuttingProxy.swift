@@ -14,15 +14,15 @@ import Glibc
 ///
 /// `@unchecked Sendable`: the mutable state is in `Mutex`es; sockets are plain descriptors each
 /// pumped by one thread.
-final class CuttingProxy: @unchecked Sendable {
-    enum Cut: Sendable {
+public final class CuttingProxy: @unchecked Sendable {
+    public enum Cut: Sendable {
         /// Forward the COMMIT, then cut the client off.
         case afterCommit
         /// Cut the client off instead of forwarding the COMMIT.
         case insteadOfCommit
     }
 
-    let port: Int
+    public let port: Int
     private let listener: Int32
     private let target: (host: String, port: Int)
     private let armed = Mutex<Cut?>(nil)
@@ -34,7 +34,7 @@ final class CuttingProxy: @unchecked Sendable {
     /// The `COMMIT` query message: 'Q', length 11, "COMMIT\0".
     private static let commitMessage: [UInt8] = [0x51, 0, 0, 0, 11] + Array("COMMIT".utf8) + [0]
 
-    init(targetHost: String, targetPort: Int) throws {
+    public init(targetHost: String, targetPort: Int) throws {
         target = (targetHost, targetPort)
         let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         var address = sockaddr_in()
@@ -46,7 +46,7 @@ final class CuttingProxy: @unchecked Sendable {
         }
         guard bound == 0, listen(descriptor, 64) == 0 else {
             close(descriptor)
-            throw TimedOut(what: "a proxy port")
+            throw ProxyError(description: "cannot listen on a loopback port: errno \(errno)")
         }
         var length = socklen_t(MemoryLayout<sockaddr_in>.size)
         _ = withUnsafeMutablePointer(to: &address) {
@@ -58,13 +58,13 @@ final class CuttingProxy: @unchecked Sendable {
     }
 
     /// The test database's URL with the proxy's host and port.
-    static func url(through proxy: CuttingProxy, for url: String) -> String {
+    public static func url(through proxy: CuttingProxy, for url: String) -> String {
         guard let at = url.range(of: "@"), let slash = url[at.upperBound...].firstIndex(of: "/") else { return url }
         return String(url[..<at.upperBound]) + "127.0.0.1:\(proxy.port)" + String(url[slash...])
     }
 
     /// Host and port of a `postgresql://user@host:port/db` URL.
-    static func hostAndPort(of url: String) -> (String, Int)? {
+    public static func hostAndPort(of url: String) -> (String, Int)? {
         guard let at = url.range(of: "@") else { return nil }
         let rest = url[at.upperBound...]
         guard let slash = rest.firstIndex(of: "/") else { return nil }
@@ -76,21 +76,21 @@ final class CuttingProxy: @unchecked Sendable {
     }
 
     /// The next COMMIT is lost this way.
-    func arm(_ cut: Cut) {
+    public func arm(_ cut: Cut) {
         armed.withLock { $0 = cut }
     }
 
     /// New connections are accepted and closed at once, and the next cut ends every open
     /// connection (sockets are only shut down, never closed, so no descriptor is reused while
     /// the proxy lives).
-    func refuse(_ value: Bool) {
+    public func refuse(_ value: Bool) {
         refusing.store(value, ordering: .sequentiallyConsistent)
     }
 
     /// How many COMMITs were lost so far.
-    var cutCount: Int { cuts.load(ordering: .sequentiallyConsistent) }
+    public var cutCount: Int { cuts.load(ordering: .sequentiallyConsistent) }
 
-    func stop() {
+    public func stop() {
         stopped.store(true, ordering: .sequentiallyConsistent)
         shutdown(listener, Int32(SHUT_RDWR))
         close(listener)
@@ -179,4 +179,9 @@ final class CuttingProxy: @unchecked Sendable {
         }
         return true
     }
+}
+
+/// The proxy could not start.
+public struct ProxyError: Error, CustomStringConvertible {
+    public var description: String
 }
