@@ -215,12 +215,19 @@ struct SubscribeTests {
     }
 
     @Test func ticketsExpire() async throws {
-        try await TestServer.run({ $0.ticketTTL = .milliseconds(200) }) { server in
+        let clock = TestClock()
+        try await TestServer.run(clock: clock, { $0.ticketTTL = .seconds(60) }) { server in
             let token = try await TestServer.token(sub: "alice")
-            let issued = try await server.request(.POST, "/tickets", headers: [("Authorization", "Bearer \(token)")])
-            let ticket = try #require(issued.json["ticket"] as? String)
-            try await Task.sleep(for: .milliseconds(400))
-            #expect(try await server.subscribe(token: nil, query: "ticket=\(ticket)").status == 401)
+            func ticket() async throws -> String {
+                let issued = try await server.request(.POST, "/tickets", headers: [("Authorization", "Bearer \(token)")])
+                return try #require(issued.json["ticket"] as? String)
+            }
+            let fresh = try await ticket()
+            clock.skip(.seconds(30))
+            #expect(try await server.subscribe(token: nil, query: "ticket=\(fresh)").status == 200, "within its time to live")
+            let stale = try await ticket()
+            clock.skip(.seconds(61))
+            #expect(try await server.subscribe(token: nil, query: "ticket=\(stale)").status == 401, "after its time to live")
         }
     }
 
