@@ -171,4 +171,18 @@ struct ChannelSinkTests {
         #expect(!stream.channel.isActive)
         #expect(try stream.written() == "")
     }
+
+    /// A client that stopped reading: the stream waits for writability when it ends. It cannot
+    /// take a goodbye, and must not keep its connection until it reads again.
+    @Test(arguments: [StreamEnd.slowConsumer, .tokenExpired, .shutdown])
+    func anEndWhileWaitingForWritabilityClosesAtOnce(reason: StreamEnd) throws {
+        var stream = try EmbeddedStream(maxQueue: 3)
+        stream.deliver()
+        _ = stream.stall()
+        #expect(stream.channel.isActive, "a stalled stream is kept while its queue has room")
+        stream.end(reason)
+        #expect(stream.subscription.endReason == reason)
+        #expect(!stream.channel.isActive, "the connection is closed at once")
+        #expect(stream.bus.subscriptionCount == 0)
+    }
 }

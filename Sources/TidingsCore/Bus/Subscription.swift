@@ -172,6 +172,17 @@ public final class Subscription: Sendable {
         }
     }
 
+    /// For the attached driver, when it cannot write now (its connection is not writable): gives
+    /// up the pending drain and takes nothing, so the next event or the end of the stream asks
+    /// for a drain again. Queued events stay queued, and count against `--max-queue`.
+    /// - Returns: the end of the stream, if it has ended.
+    public func skipDrain() -> StreamEnd? {
+        state.withLock { state in
+            state.scheduled = false
+            return state.end
+        }
+    }
+
     /// Ends the replay phase: queued live events with an id at or below `lastReplayed` are
     /// dropped (they were sent from history), the rest are released to the writer.
     public func release(afterReplayThrough lastReplayed: EventID?) {

@@ -107,7 +107,8 @@ final class ChannelSink: SubscriptionDriver, @unchecked Sendable {
         guard let wire, !ended else { return false }
         if pendingInPipeline > 0, !channel.isWritable {
             // A client this far behind gets no goodbye: its stream ending closes it at once.
-            if subscription.endReason != nil {
+            // Skipping the drain (not just returning) is what has the end reach this sink.
+            if subscription.skipDrain() != nil {
                 closeNow(wire)
             } else {
                 waitingForWritability = true
