@@ -282,10 +282,14 @@ struct SubscribeTests {
     @Test func slowConsumerIsDisconnectedAndLosesNothing() async throws {
         try await TestServer.run({ $0.maxQueue = 5 }) { server in
             let token = try await TestServer.token(sub: "alice")
-            let stream = try await server.subscribe(token: token)
+            // Reads nothing until resumed: its receive window fills after a few KB.
+            let client = try await ThrottledSSEClient.connect(port: server.port, path: "/events", token: token)
+            defer { client.close() }
             try await eventually("subscribed") { server.gateway.bus.subscriptionCount == 1 }
-            stream.pause()
-            // 60 KiB events fill the loopback socket buffers quickly; then the queue overflows.
+            let clientPort = try #require(client.localPort)
+            @Sendable func serverSide() throws -> String? { try TCPTable.state(localPort: server.port, remotePort: clientPort) }
+            #expect(TCPTable.isOpen(try serverSide()))
+            // 60 KiB events fill the socket buffers and NIO's queue quickly; then the queue overflows.
             let data = "\"" + String(repeating: "x", count: 60_000) + "\""
             var published: [String] = []
             for _ in 0..<400 {
@@ -293,9 +297,14 @@ struct SubscribeTests {
                 if server.gateway.bus.subscriptionCount == 0 { break }
             }
             #expect(server.gateway.bus.subscriptionCount == 0, "the slow subscriber was not disconnected")
+            // The server closes the connection while the client still reads nothing (the client
+            // cannot tell yet: the FIN waits behind the bytes it has not read).
+            try await eventually("the server closed its side of the connection") { !TCPTable.isOpen(try serverSide()) }
+            #expect(client.ending == nil, "checked while the client was paused")
             for _ in 0..<3 { published.append(try await server.publish(user: "alice", data: data)) }
-            stream.resume()
-            let received = try await stream.eventsUntilEnd(timeout: .seconds(10)).events
+            try await client.resume()
+            let (received, ending) = try await client.eventsUntilEnd()
+            #expect(ending != .clean, "a slow consumer gets no final chunk")
             let receivedIDs = received.compactMap(\.id)
             #expect(receivedIDs == Array(published.prefix(receivedIDs.count)), "what arrived is a prefix, in order")
             #expect(receivedIDs.count < published.count)

@@ -55,6 +55,9 @@ final class ThrottledSSEClient: Sendable {
         channel.close(promise: nil)
     }
 
+    /// The client's port of the connection.
+    var localPort: Int? { channel.localAddress?.port }
+
     /// How the stream ended; `nil` while the connection is open.
     var ending: StreamEnding? { collector.state.withLock { $0.ending } }
 
