@@ -14,7 +14,8 @@ public struct TidingsApplication: Sendable {
 /// Builds the gateway for `configuration`: memory mode without a database URL.
 ///
 /// - Parameters:
-///   - clock: the wall clock of the memory store (retention) and tickets; tests inject one.
+///   - clock: the clock of the memory store (retention), tickets, token expiry and the stream
+///     ticker; tests inject one.
 ///   - onServerRunning: called with the listening channel (tests read the bound port from it).
 public func buildApplication(
     configuration: TidingsConfiguration,
@@ -37,7 +38,7 @@ public func buildApplication(
         bus: bus,
         store: backend.store,
         tickets: backend.tickets,
-        authenticator: try await Authenticator(configuration: configuration),
+        authenticator: try await Authenticator(configuration: configuration, clock: clock),
         readinessSources: backend.readinessSources,
         registry: registry,
         logger: logger)
@@ -51,7 +52,7 @@ public func buildApplication(
         router: router,
         server: .http1(configuration: http1),
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: InlinePublisher.serverName),
-        services: backend.services + [BusTicker(bus: bus, keepAlive: configuration.keepAlive)],
+        services: backend.services + [BusTicker(bus: bus, keepAlive: configuration.keepAlive, clock: clock)],
         onServerRunning: onServerRunning,
         eventLoopGroupProvider: .shared(ServerEventLoops.group),
         logger: logger)

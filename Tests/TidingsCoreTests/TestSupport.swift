@@ -31,13 +31,61 @@ func ids(_ deliveries: [Delivery]) -> [EventID] {
     deliveries.compactMap(\.id)
 }
 
-extension Subscription {
-    /// The next batch, or the end reason.
-    func nextBatch() async -> Result<[Delivery], StreamEndError> {
-        var buffer: [Delivery] = []
+/// Drives a subscription the way the server's stream does: attached as its driver once replay
+/// is done, it drains whenever the subscription asks (at once, on the thread that asked; drains
+/// of one stream never overlap) and records what each drain took.
+final class DrainingDriver: SubscriptionDriver, DrainKick {
+    enum Drained: Sendable {
+        case events([Delivery])
+        case keepAlive
+        case end(StreamEnd)
+    }
+
+    let subscription: Subscription
+    private let state = Mutex<(drained: [Drained], read: Int)>(([], 0))
+
+    /// Attaches a new driver to `subscription` (after its `release`, if it held events).
+    init(attachingTo subscription: Subscription) {
+        self.subscription = subscription
+        subscription.attach(self)
+    }
+
+    func schedule() -> (any DrainKick)? { self }
+
+    func kick() {
+        state.withLock { state in
+            var buffer: [Delivery] = []
+            switch subscription.drain(into: &buffer) {
+            case .events: state.drained.append(.events(buffer))
+            case .keepAlive: state.drained.append(.keepAlive)
+            case .end(let reason):
+                state.drained.append(.end(reason))
+                subscription.detach()
+            case nil: break
+            }
+        }
+    }
+
+    /// The next drain not read yet; waits for it up to `timeout`.
+    func next(timeout: Duration = .seconds(10)) async throws -> Drained {
+        let deadline = ContinuousClock.now + timeout
         while true {
-            switch await next(into: &buffer) {
-            case .events: return .success(buffer)
+            let next = state.withLock { state -> Drained? in
+                guard state.read < state.drained.count else { return nil }
+                defer { state.read += 1 }
+                return state.drained[state.read]
+            }
+            if let next { return next }
+            guard ContinuousClock.now < deadline else { throw DrainTimeout(timeout: timeout) }
+            try await Task.sleep(for: .milliseconds(1))
+        }
+    }
+
+    /// The next batch of events (keep-alives skipped), or the end reason.
+    func nextBatch() async throws -> Result<[Delivery], StreamEndError> {
+        while true {
+            switch try await next() {
+            case .events(let batch): return .success(batch)
             case .keepAlive: continue
             case .end(let reason): return .failure(StreamEndError(reason: reason))
             }
@@ -45,14 +93,19 @@ extension Subscription {
     }
 
     /// Collects events until `count` have arrived (or the stream ends).
-    func collect(_ count: Int) async -> [Delivery] {
+    func collect(_ count: Int) async throws -> [Delivery] {
         var all: [Delivery] = []
         while all.count < count {
-            guard case .success(let batch) = await nextBatch() else { break }
+            guard case .success(let batch) = try await nextBatch() else { break }
             all += batch
         }
         return all
     }
+}
+
+struct DrainTimeout: Error, CustomStringConvertible {
+    var timeout: Duration
+    var description: String { "nothing was drained within \(timeout)" }
 }
 
 struct StreamEndError: Error, Equatable {

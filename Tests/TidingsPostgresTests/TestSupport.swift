@@ -143,42 +143,30 @@ struct Received: Sendable, Equatable {
     }
 }
 
-/// A subscription on the bus whose deliveries are collected in the background.
-final class BusProbe: Sendable {
-    private final class Box: Sendable {
-        let items = Mutex<[Received]>([])
-    }
-
+/// A subscription on the bus whose deliveries are collected the way the server's streams get
+/// them: through an attached driver, drained at once on the thread that delivers.
+final class BusProbe: SubscriptionDriver, DrainKick {
     let bus: EventBus
     let subscription: Subscription
-    private let box: Box
-    private let drain: Task<Void, Never>
+    private let items = Mutex<[Received]>([])
 
     init(bus: EventBus, targets: [Target]) throws {
         self.bus = bus
-        let subscription = try bus.subscribe(user: "probe", targets: targets, hold: false).subscription
-        self.subscription = subscription
-        let box = Box()
-        self.box = box
-        self.drain = Task {
+        self.subscription = try bus.subscribe(user: "probe", targets: targets, hold: false).subscription
+        subscription.attach(self)
+    }
+
+    func schedule() -> (any DrainKick)? { self }
+
+    func kick() {
+        items.withLock { items in
             var buffer: [Delivery] = []
-            while true {
-                switch await subscription.next(into: &buffer) {
-                case .events:
-                    let items = buffer.map(Received.init)
-                    buffer.removeAll(keepingCapacity: true)
-                    box.items.withLock { $0.append(contentsOf: items) }
-                case .keepAlive:
-                    continue
-                case .end:
-                    return
-                }
-            }
+            if case .events = subscription.drain(into: &buffer) { items.append(contentsOf: buffer.map(Received.init)) }
         }
     }
 
     var events: [Received] {
-        box.items.withLock { $0 }
+        items.withLock { $0 }
     }
 
     var ids: [EventID] {
@@ -196,6 +184,7 @@ final class BusProbe: Sendable {
 
     func close() {
         subscription.finish(.clientClosed)
+        subscription.detach()
         bus.unsubscribe(subscription)
     }
 }

@@ -57,7 +57,8 @@ struct OperationsTests {
         // `run` returns only after the server stopped: it must not wait for the clients.
         #expect(ContinuousClock.now - started < .seconds(10))
         for stream in streams {
-            try await eventually("stream closed") { stream.hasEnded }
+            try await eventually("stream closed") { stream.ending != nil }
+            #expect(stream.ending == .clean, "each stream gets its final chunk")
         }
     }
 }

@@ -243,24 +243,41 @@ struct SubscribeTests {
     }
 
     @Test func ticketsExpire() async throws {
-        try await TestServer.run({ $0.ticketTTL = .milliseconds(200) }) { server in
+        let clock = TestClock()
+        try await TestServer.run(clock: clock, { $0.ticketTTL = .seconds(60) }) { server in
             let token = try await TestServer.token(sub: "alice")
-            let issued = try await server.request(.POST, "/tickets", headers: [("Authorization", "Bearer \(token)")])
-            let ticket = try #require(issued.json["ticket"] as? String)
-            try await Task.sleep(for: .milliseconds(400))
-            #expect(try await server.subscribe(token: nil, query: "ticket=\(ticket)").status == 401)
+            func ticket() async throws -> String {
+                let issued = try await server.request(.POST, "/tickets", headers: [("Authorization", "Bearer \(token)")])
+                return try #require(issued.json["ticket"] as? String)
+            }
+            let fresh = try await ticket()
+            clock.skip(.seconds(30))
+            #expect(try await server.subscribe(token: nil, query: "ticket=\(fresh)").status == 200, "within its time to live")
+            let stale = try await ticket()
+            clock.skip(.seconds(61))
+            #expect(try await server.subscribe(token: nil, query: "ticket=\(stale)").status == 401, "after its time to live")
         }
     }
 
     @Test func streamEndsWhenTheTokenExpires() async throws {
-        try await TestServer.run({ $0.keepAlive = .milliseconds(200) }) { server in
-            let token = try await TestServer.token(sub: "alice", expiresIn: 2)
-            let stream = try await server.subscribe(token: token)
-            let start = ContinuousClock.now
-            _ = try await stream.eventsUntilEnd(timeout: .seconds(5))
-            let lasted = ContinuousClock.now - start
-            #expect(lasted < .seconds(4), "stream lasted \(lasted)")
+        let clock = TestClock()
+        try await TestServer.run(clock: clock, { $0.keepAlive = .seconds(60) }) { server in
+            let stream = try await server.subscribe(token: try await TestServer.token(sub: "alice", expiresIn: 3600))
+            #expect(try await stream.nextMessage() == .retry(3000))
+            #expect(try await stream.nextMessage() == .comment("tidings"))
+            try await eventually("subscribed") { server.gateway.bus.subscriptionCount == 1 }
+            // Ten seconds before the expiry the stream goes on: the keep-alive shows that the
+            // ticker saw that time.
+            clock.skip(.seconds(3590))
+            #expect(try await stream.nextMessage() == .comment("keep-alive"))
+            #expect(server.gateway.bus.subscriptionCount == 1)
+            clock.skip(.seconds(11))
+            let (events, ending) = try await stream.eventsUntilEnd()
+            #expect(events.isEmpty)
+            #expect(ending == .clean, "the stream ends with its final chunk")
             try await eventually("unsubscribed") { server.gateway.bus.subscriptionCount == 0 }
+            let metrics = try await server.request(.GET, "/metrics")
+            #expect(metrics.body.contains(#"tidings_disconnects_total{reason="token_expired"} 1"#))
         }
     }
 
@@ -293,10 +310,14 @@ struct SubscribeTests {
     @Test func slowConsumerIsDisconnectedAndLosesNothing() async throws {
         try await TestServer.run({ $0.maxQueue = 5 }) { server in
             let token = try await TestServer.token(sub: "alice")
-            let stream = try await server.subscribe(token: token)
+            // Reads nothing until resumed: its receive window fills after a few KB.
+            let client = try await ThrottledSSEClient.connect(port: server.port, path: "/events", token: token)
+            defer { client.close() }
             try await eventually("subscribed") { server.gateway.bus.subscriptionCount == 1 }
-            stream.pause()
-            // 60 KiB events fill the loopback socket buffers quickly; then the queue overflows.
+            let clientPort = try #require(client.localPort)
+            @Sendable func serverSide() throws -> String? { try TCPTable.state(localPort: server.port, remotePort: clientPort) }
+            #expect(TCPTable.isOpen(try serverSide()))
+            // 60 KiB events fill the socket buffers and NIO's queue quickly; then the queue overflows.
             let data = "\"" + String(repeating: "x", count: 60_000) + "\""
             var published: [String] = []
             for _ in 0..<400 {
@@ -304,9 +325,14 @@ struct SubscribeTests {
                 if server.gateway.bus.subscriptionCount == 0 { break }
             }
             #expect(server.gateway.bus.subscriptionCount == 0, "the slow subscriber was not disconnected")
+            // The server closes the connection while the client still reads nothing (the client
+            // cannot tell yet: the FIN waits behind the bytes it has not read).
+            try await eventually("the server closed its side of the connection") { !TCPTable.isOpen(try serverSide()) }
+            #expect(client.ending == nil, "checked while the client was paused")
             for _ in 0..<3 { published.append(try await server.publish(user: "alice", data: data)) }
-            stream.resume()
-            let received = try await stream.eventsUntilEnd(timeout: .seconds(10))
+            try await client.resume()
+            let (received, ending) = try await client.eventsUntilEnd()
+            #expect(ending != .clean, "a slow consumer gets no final chunk")
             let receivedIDs = received.compactMap(\.id)
             #expect(receivedIDs == Array(published.prefix(receivedIDs.count)), "what arrived is a prefix, in order")
             #expect(receivedIDs.count < published.count)

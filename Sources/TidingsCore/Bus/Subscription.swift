@@ -55,10 +55,10 @@ extension SubscriptionDriver {
 
 /// One open stream's registration on the bus: a bounded queue of encoded events.
 ///
-/// Two ways to write it: a writer task that waits in ``next(into:)`` (pull), or an attached
-/// ``SubscriptionDriver`` that drains it (push, used for live delivery by the server). Either way
-/// publishing appends under this subscription's lock and wakes the writer only when it is idle,
-/// so while a writer is busy (a slow socket, a burst) events coalesce into its next batch.
+/// An attached ``SubscriptionDriver`` writes it (the server's stream, on its connection's event
+/// loop). Publishing appends under this subscription's lock and wakes the driver only when no
+/// drain is pending, so while a writer is busy (a slow socket, a burst) events coalesce into its
+/// next batch.
 public final class Subscription: Sendable {
     public let id: UInt64
     public let user: String
@@ -117,25 +117,6 @@ public final class Subscription: Sendable {
         self.state = Mutex(State(holding: holding, lastActivity: .now()))
     }
 
-    /// Waits for work. `buffer` must be empty; on `.events` it holds the events to write
-    /// (the subscription keeps the old buffer's storage, so steady state allocates nothing).
-    /// With a driver attached, only `.end` is ever returned.
-    public func next(into buffer: inout [Delivery]) async -> Next {
-        while true {
-            if let ready = state.withLock({ $0.take(into: &buffer) }) {
-                return ready
-            }
-            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-                let ready = state.withLock { state -> Bool in
-                    if state.hasWork { return true }
-                    state.waiter = continuation
-                    return false
-                }
-                if ready { continuation.resume() }
-            }
-        }
-    }
-
     /// Hands the rest of the stream to `driver`: live delivery, keep-alives and the end (also
     /// when it already ended). The subscription keeps the driver until it is released.
     public func attach(_ driver: any SubscriptionDriver) {
@@ -172,6 +153,17 @@ public final class Subscription: Sendable {
                 return .end(end)
             }
             return state.takeWork(into: &buffer, now: now)
+        }
+    }
+
+    /// For the attached driver, when it cannot write now (its connection is not writable): gives
+    /// up the pending drain and takes nothing, so the next event or the end of the stream asks
+    /// for a drain again. Queued events stay queued, and count against `--max-queue`.
+    /// - Returns: the end of the stream, if it has ended.
+    public func skipDrain() -> StreamEnd? {
+        state.withLock { state in
+            state.scheduled = false
+            return state.end
         }
     }
 
@@ -298,11 +290,6 @@ public final class Subscription: Sendable {
 }
 
 extension Subscription.State {
-    /// Work for a waiting writer task: the end, or (without a driver) events and keep-alives.
-    var hasWork: Bool {
-        end != nil || (driver == nil && (keepAliveDue || (!holding && hasQueued)))
-    }
-
     /// Events are queued.
     var hasQueued: Bool { first != nil }
 
@@ -316,12 +303,6 @@ extension Subscription.State {
             return .driver(driver)
         }
         return waiter.take().map { .writer($0) } ?? .none
-    }
-
-    mutating func take(into buffer: inout [Delivery]) -> Subscription.Next? {
-        if let end { return .end(end) }
-        if driver != nil { return nil }
-        return takeWork(into: &buffer)
     }
 
     mutating func takeWork(into buffer: inout [Delivery], now: NIODeadline = .now()) -> Subscription.Next? {

@@ -66,7 +66,10 @@ public final class Authenticator: Sendable {
     private let verified = Mutex<[String: TidingsClaims]>([:])
     static let verifiedCacheLimit = 10_000
 
-    public init(configuration: TidingsConfiguration) async throws {
+    /// Tokens expire by this clock.
+    let clock: any WallClock
+
+    public init(configuration: TidingsConfiguration, clock: any WallClock = SystemClock()) async throws {
         let keys = JWTKeyCollection()
         if let secret = configuration.jwtSecret {
             await keys.add(hmac: HMACKey(from: secret), digestAlgorithm: .sha256)
@@ -82,6 +85,7 @@ public final class Authenticator: Sendable {
             try await keys.add(jwksJSON: jwks)
         }
         self.keys = keys
+        self.clock = clock
         self.issuer = configuration.jwtIssuer
         self.audience = configuration.jwtAudience
         self.publishKeys = configuration.publishKeys.map { key in
@@ -93,9 +97,9 @@ public final class Authenticator: Sendable {
     /// Verifies a token's signature, expiry, issuer and audience.
     public func verify(token: String) async throws(AuthError) -> TidingsClaims {
         if let cached = verified.withLock({ $0[token] }) {
-            if let exp = cached.exp, exp.value <= Date() {
+            if hasExpired(cached) {
                 verified.withLock { _ = $0.removeValue(forKey: token) }
-                throw .invalid("it has expired or a claim is invalid")
+                throw .invalid(Self.expired)
             }
             return cached
         }
@@ -107,6 +111,14 @@ public final class Authenticator: Sendable {
         return claims
     }
 
+    private static let expired = "it has expired or a claim is invalid"
+
+    /// The token's `exp` has passed (by `clock`).
+    private func hasExpired(_ claims: TidingsClaims) -> Bool {
+        guard let exp = claims.exp else { return false }
+        return exp.value <= clock.now()
+    }
+
     private func verifyUncached(token: String) async throws(AuthError) -> TidingsClaims {
         let claims: TidingsClaims
         do {
@@ -116,6 +128,7 @@ public final class Authenticator: Sendable {
         } catch {
             throw .invalid("it could not be verified")
         }
+        if hasExpired(claims) { throw .invalid(Self.expired) }
         if let issuer, claims.iss?.value != issuer {
             throw .invalid("wrong issuer")
         }
@@ -159,8 +172,7 @@ public final class Authenticator: Sendable {
     public func knownPublisher(credential: String) -> Publisher? {
         let looksLikeJWT = credential.utf8.lazy.filter { $0 == UInt8(ascii: ".") }.count == 2
         guard looksLikeJWT else { return publishKey(credential) }
-        guard let claims = verified.withLock({ $0[credential] }) else { return nil }
-        if let exp = claims.exp, exp.value <= Date() { return nil }
+        guard let claims = verified.withLock({ $0[credential] }), !hasExpired(claims) else { return nil }
         return Self.publisher(claims)
     }
 
@@ -199,7 +211,7 @@ public final class Authenticator: Sendable {
 
     private static func reason(_ error: JWTError) -> String {
         switch error.errorType {
-        case .claimVerificationFailure: "it has expired or a claim is invalid"
+        case .claimVerificationFailure: expired
         case .signatureVerificationFailed: "bad signature"
         case .malformedToken: "malformed token"
         case .unknownKID, .missingKIDHeader: "unknown key id"

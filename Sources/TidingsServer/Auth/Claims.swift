@@ -23,9 +23,8 @@ public struct TidingsClaims: JWTPayload, Equatable {
         self.publish = publish
     }
 
-    public func verify(using algorithm: some JWTAlgorithm) async throws {
-        try exp?.verifyNotExpired()
-    }
+    /// Nothing beyond the signature: `Authenticator` checks `exp` against its clock.
+    public func verify(using algorithm: some JWTAlgorithm) async throws {}
 }
 
 /// The `publish` claim: `true`/`false`, or a list of target patterns (`user:*`, `topic:news.*`).

@@ -165,7 +165,7 @@ struct InlinePublisher: Sendable {
             let credential = HTTPFields.bearerCredential(authorization), !credential.isEmpty
         else { return nil }
         if let remembered, Authenticator.constantTimeEqual(remembered.credential.utf8, credential.utf8),
-            remembered.publisher.expiresAt.map({ $0 > Date() }) ?? true
+            remembered.publisher.expiresAt.map({ $0 > gateway.authenticator.clock.now() }) ?? true
         {
             return remembered.publisher
         }

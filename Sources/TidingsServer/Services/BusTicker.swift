@@ -11,6 +11,8 @@ import TidingsCore
 struct BusTicker: Service {
     let bus: EventBus
     let keepAlive: Duration
+    /// Ticks check deadlines at `clock.deadlineNow()`.
+    let clock: any WallClock
 
     /// A quarter of the keep-alive interval, between 20 ms and 1 s.
     var interval: Duration {
@@ -21,7 +23,7 @@ struct BusTicker: Service {
         let keepAlive = TimeAmount.milliseconds(self.keepAlive.milliseconds)
         let ticks = AsyncTimerSequence(interval: interval, clock: .continuous).cancelOnGracefulShutdown()
         for await _ in ticks {
-            bus.tick(keepAlive: keepAlive)
+            bus.tick(now: clock.deadlineNow(), keepAlive: keepAlive)
         }
         // Streams have no task of their own: end them, and give their event loops a moment to
         // write the last chunk before the process may exit.

@@ -71,15 +71,21 @@ final class ChannelSink: SubscriptionDriver, @unchecked Sendable {
     func start() async throws {
         let hummingbird = channel
         try await hummingbird.eventLoop.flatSubmit {
-            StreamHandoff.hand(hummingbird) { channel in
-                self.channel = channel
-                try channel.pipeline.syncOperations.addHandler(WireHandler(sink: self))
-            }.map {
-                // Unless the client already left (then the stream is off the bus, and attaching
-                // would tie the subscription and this sink to each other for good).
-                if !self.ended { self.subscription.attach(self) }
-            }
+            StreamHandoff.hand(hummingbird) { try self.adopt($0) }.map { self.attach() }
         }.get()
+    }
+
+    /// On the event loop: makes `channel` the stream's, with the sink's handler as its only one.
+    func adopt(_ channel: any Channel) throws {
+        self.channel = channel
+        try channel.pipeline.syncOperations.addHandler(WireHandler(sink: self))
+    }
+
+    /// On the event loop, once adopted: live delivery starts. Unless the client already left
+    /// (then the stream is off the bus, and attaching would tie the subscription and this sink
+    /// to each other for good).
+    func attach() {
+        if !ended { subscription.attach(self) }
     }
 
     /// Starts loading what a drain touches besides the sink (call once the sink is cached).
@@ -101,7 +107,8 @@ final class ChannelSink: SubscriptionDriver, @unchecked Sendable {
         guard let wire, !ended else { return false }
         if pendingInPipeline > 0, !channel.isWritable {
             // A client this far behind gets no goodbye: its stream ending closes it at once.
-            if subscription.endReason != nil {
+            // Skipping the drain (not just returning) is what has the end reach this sink.
+            if subscription.skipDrain() != nil {
                 closeNow(wire)
             } else {
                 waitingForWritability = true

@@ -5,6 +5,14 @@ import NIOHTTP1
 import Synchronization
 import TidingsCore
 
+/// How a stream's body ended, as its client saw it.
+enum StreamEnding: Equatable, Sendable {
+    /// The chunked body ended with its final 0-length chunk: the server ended the stream.
+    case clean
+    /// The connection closed or failed before the final chunk (what the client reported).
+    case broken(String)
+}
+
 /// A real streaming SSE client over AsyncHTTPClient: the body is parsed as it arrives, by the
 /// WHATWG parsing rules, in a task of its own; tests wait for messages with a deadline.
 final class SSEClient: Sendable {
@@ -18,7 +26,7 @@ final class SSEClient: Sendable {
     private struct State {
         var messages: [SSEParser.Message] = []
         var raw: [UInt8] = []
-        var ended = false
+        var ending: StreamEnding?
         var readIndex = 0
         var paused = false
     }
@@ -41,6 +49,7 @@ final class SSEClient: Sendable {
         let client = SSEClient(status: 200, headers: response.headers, errorBody: "")
         let task = Task {
             var parser = SSEParser()
+            let ending: StreamEnding
             do {
                 for try await chunk in response.body {
                     while client.state.withLock({ $0.paused }) {
@@ -52,8 +61,13 @@ final class SSEClient: Sendable {
                         state.messages.append(contentsOf: messages)
                     }
                 }
-            } catch {}
-            client.state.withLock { $0.ended = true }
+                // AsyncHTTPClient ends the body normally only on the final chunk; a connection
+                // that closes before it is an error.
+                ending = .clean
+            } catch {
+                ending = .broken(String(describing: error))
+            }
+            client.state.withLock { $0.ending = ending }
         }
         client.reader.withLock { $0 = task }
         return client
@@ -77,7 +91,8 @@ final class SSEClient: Sendable {
         state.withLock { String(decoding: $0.raw, as: UTF8.self) }
     }
 
-    var hasEnded: Bool { state.withLock { $0.ended } }
+    /// How the stream ended; `nil` while it is open.
+    var ending: StreamEnding? { state.withLock { $0.ending } }
 
     /// The next message, or `nil` when the stream ended.
     func nextMessage(timeout: Duration = .seconds(10)) async throws -> SSEParser.Message? {
@@ -88,7 +103,7 @@ final class SSEClient: Sendable {
                     defer { state.readIndex += 1 }
                     return (state.messages[state.readIndex], false)
                 }
-                return (nil, state.ended)
+                return (nil, state.ending != nil)
             }
             if let message = next.0 { return message }
             if next.1 { return nil }
@@ -110,17 +125,18 @@ final class SSEClient: Sendable {
         var events: [SSEEvent] = []
         while events.count < count {
             guard let event = try await nextEvent(timeout: timeout) else {
-                throw TestFailure("stream ended after \(events.count) of \(count) events")
+                throw TestFailure("stream ended (\(String(describing: ending))) after \(events.count) of \(count) events")
             }
             events.append(event)
         }
         return events
     }
 
-    /// Waits for the end of the stream, returning the events that came before it.
-    func eventsUntilEnd(timeout: Duration = .seconds(10)) async throws -> [SSEEvent] {
+    /// Waits for the end of the stream, returning the events that came before it and how it
+    /// ended.
+    func eventsUntilEnd(timeout: Duration = .seconds(10)) async throws -> (events: [SSEEvent], ending: StreamEnding) {
         var events: [SSEEvent] = []
         while let event = try await nextEvent(timeout: timeout) { events.append(event) }
-        return events
+        return (events, ending!)
     }
 }

@@ -55,14 +55,31 @@ final class ThrottledSSEClient: Sendable {
         channel.close(promise: nil)
     }
 
+    /// The client's port of the connection.
+    var localPort: Int? { channel.localAddress?.port }
+
+    /// How the stream ended; `nil` while the connection is open.
+    var ending: StreamEnding? { collector.state.withLock { $0.ending } }
+
     /// The next `count` events; fails if the stream ends or they do not come in time.
     func events(_ count: Int, timeout: Duration = .seconds(20)) async throws -> [SSEEvent] {
         let deadline = ContinuousClock.now + timeout
         while true {
-            let (events, ended) = collector.state.withLock { state in (state.events, state.ended) }
+            let (events, ending) = collector.state.withLock { state in (state.events, state.ending) }
             if events.count >= count { return Array(events.prefix(count)) }
-            if ended { throw TestFailure("stream ended after \(events.count) of \(count) events") }
+            if let ending { throw TestFailure("stream ended (\(ending)) after \(events.count) of \(count) events") }
             if ContinuousClock.now > deadline { throw TestFailure("\(events.count) of \(count) events within \(timeout)") }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+    }
+
+    /// Waits until the connection closes; returns every event it carried and how it ended.
+    func eventsUntilEnd(timeout: Duration = .seconds(20)) async throws -> (events: [SSEEvent], ending: StreamEnding) {
+        let deadline = ContinuousClock.now + timeout
+        while true {
+            let (events, ending, closed) = collector.state.withLock { state in (state.events, state.ending, state.closed) }
+            if let ending, closed { return (events, ending) }
+            if ContinuousClock.now > deadline { throw TestFailure("the stream did not end within \(timeout)") }
             try await Task.sleep(for: .milliseconds(10))
         }
     }
@@ -72,14 +89,18 @@ final class ThrottledSSEClient: Sendable {
         struct State {
             var parser = SSEParser()
             var events: [SSEEvent] = []
-            var ended = false
+            /// Set by the final chunk, or by the connection closing or failing before it.
+            var ending: StreamEnding?
+            var closed = false
         }
         let state = Mutex(State())
 
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
             switch unwrapInboundIn(data) {
-            case .head, .end:
+            case .head:
                 break
+            case .end:
+                state.withLock { $0.ending = $0.ending ?? .clean }
             case .body(let body):
                 state.withLock { state in
                     for message in state.parser.feed(body.readableBytesView) {
@@ -89,8 +110,16 @@ final class ThrottledSSEClient: Sendable {
             }
         }
 
+        func errorCaught(context: ChannelHandlerContext, error: any Error) {
+            state.withLock { $0.ending = $0.ending ?? .broken(String(describing: error)) }
+            context.close(promise: nil)
+        }
+
         func channelInactive(context: ChannelHandlerContext) {
-            state.withLock { $0.ended = true }
+            state.withLock { state in
+                state.ending = state.ending ?? .broken("the connection closed before the final chunk")
+                state.closed = true
+            }
             context.fireChannelInactive()
         }
     }
