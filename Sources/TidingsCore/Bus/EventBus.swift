@@ -169,9 +169,8 @@ public final class EventBus: Sendable {
     }
 
     private func deliver(_ event: Event, toEveryone: Bool) -> Int {
-        var writers: [CheckedContinuation<Void, Never>] = []
         var kicks: [any DrainKick] = []
-        var overflowed: [(Subscription, CheckedContinuation<Void, Never>?)] = []
+        var overflowed: [Subscription] = []
         let delivered = state.withLock { state -> Int in
             if let id = event.id {
                 guard id > state.lastDelivered else { return -1 }
@@ -202,15 +201,13 @@ public final class EventBus: Sendable {
                         switch toWake {
                         case .none:
                             break
-                        case .writer(let continuation):
-                            writers.append(continuation)
                         case .driver(let driver):
                             // Queued right away (a leaf lock), while the driver is in cache; the
                             // drains start after the bus lock is released.
                             if let kick = driver.schedule(), !kicks.contains(where: { $0 === kick }) { kicks.append(kick) }
                         }
-                    case .overflow(let waiter):
-                        overflowed.append((subscription, waiter))
+                    case .overflow:
+                        overflowed.append(subscription)
                     }
                 }
             }
@@ -223,14 +220,13 @@ public final class EventBus: Sendable {
                 }
             }
             // A slow subscriber leaves the bus at once: its slot is free for its reconnect.
-            for (subscription, _) in overflowed { _ = Self.remove(subscription, from: &state) }
+            for subscription in overflowed { _ = Self.remove(subscription, from: &state) }
             return count
         }
-        for writer in writers { writer.resume() }
         for kick in kicks { kick.kick() }
-        for (subscription, waiter) in overflowed {
+        for subscription in overflowed {
             recordRemoval(.slowConsumer)
-            subscription.wake(waiter, endedNow: true, reason: .slowConsumer)
+            subscription.wake(endedNow: true, reason: .slowConsumer)
         }
         if delivered < 0 {
             metrics.outOfOrder.increment()

@@ -83,7 +83,6 @@ public final class Subscription: Sendable {
         /// covered by a reset, or at or below the client's resume point).
         var floor: EventID = 0
         var lastDispatch: UInt64 = 0
-        var waiter: CheckedContinuation<Void, Never>?
         var driver: (any SubscriptionDriver)?
         /// A drain is pending on the driver.
         var scheduled = false
@@ -188,23 +187,23 @@ public final class Subscription: Sendable {
     }
 
     /// Ends the stream for `reason` (the first reason wins) and tells the writer (see
-    /// ``wake(_:endedNow:reason:)``).
+    /// ``wake(endedNow:reason:)``).
     public func finish(_ reason: StreamEnd) {
-        let (waiter, first) = state.withLock { state -> (CheckedContinuation<Void, Never>?, Bool) in
-            guard state.end == nil else { return (state.waiter.take(), false) }
+        let first = state.withLock { state -> Bool in
+            guard state.end == nil else { return false }
             state.end = reason
             state.first = nil
             state.queue.removeAll()
-            return (state.waiter.take(), true)
+            return true
         }
-        wake(waiter, endedNow: first, reason: reason)
+        wake(endedNow: first, reason: reason)
     }
 
     /// Tells the writer that the stream ended: an attached driver is scheduled (its next
-    /// ``drain(into:)`` reports the end; it writes the end, or cuts off a slow consumer); a
-    /// waiting task is resumed; the connection of a slow consumer, and of a writer task that is
-    /// busy when its stream has just ended, is closed through `interrupt`.
-    func wake(_ waiter: CheckedContinuation<Void, Never>?, endedNow: Bool, reason: StreamEnd) {
+    /// ``drain(into:)`` reports the end; it writes the end, or cuts off a slow consumer); before
+    /// a driver is attached (the request handler is still writing the preamble or the replay),
+    /// the connection is closed through `interrupt` unless the client itself left.
+    func wake(endedNow: Bool, reason: StreamEnd) {
         let (driven, driver) = state.withLock { state -> (Bool, (any SubscriptionDriver)?) in
             guard let attached = state.driver else { return (false, nil) }
             guard endedNow, !state.scheduled else { return (true, nil) }
@@ -213,10 +212,9 @@ public final class Subscription: Sendable {
         }
         if driven {
             driver?.scheduleNow()
-        } else if endedNow, reason == .slowConsumer || (waiter == nil && reason != .clientClosed) {
+        } else if endedNow, reason != .clientClosed {
             interrupt?()
         }
-        waiter?.resume()
     }
 
     /// The reason the stream ended, if it has.
@@ -231,8 +229,6 @@ public final class Subscription: Sendable {
             switch wake {
             case .none:
                 break
-            case .writer(let continuation):
-                continuation.resume()
             case .driver(let driver):
                 if let kick = driver.schedule(), !kicks.contains(where: { $0 === kick }) { kicks.append(kick) }
             }
@@ -242,14 +238,13 @@ public final class Subscription: Sendable {
 
     enum Wake {
         case none
-        case writer(CheckedContinuation<Void, Never>)
         case driver(any SubscriptionDriver)
     }
 
     enum EnqueueResult {
         case skipped
         case queued(Wake)
-        case overflow(CheckedContinuation<Void, Never>?)
+        case overflow
     }
 
     /// Queues an event; returns whom to wake. Called by the bus.
@@ -267,7 +262,7 @@ public final class Subscription: Sendable {
                 state.end = .slowConsumer
                 state.first = nil
                 state.queue.removeAll()
-                return .overflow(state.waiter.take())
+                return .overflow
             }
             return .queued(state.wakeForWork())
         }
@@ -293,16 +288,12 @@ extension Subscription.State {
     /// Events are queued.
     var hasQueued: Bool { first != nil }
 
-    /// Who must act now that there is work: the driver if no drain is pending, else the writer
-    /// task if it waits; nobody while replay holds the queue or a drain is already pending.
+    /// Who must act now that there is work: the driver if no drain is pending; nobody while
+    /// replay holds the queue, no driver is attached yet, or a drain is already pending.
     mutating func wakeForWork() -> Subscription.Wake {
-        if holding { return .none }
-        if let driver {
-            if scheduled { return .none }
-            scheduled = true
-            return .driver(driver)
-        }
-        return waiter.take().map { .writer($0) } ?? .none
+        guard !holding, let driver, !scheduled else { return .none }
+        scheduled = true
+        return .driver(driver)
     }
 
     mutating func takeWork(into buffer: inout [Delivery], now: NIODeadline = .now()) -> Subscription.Next? {
