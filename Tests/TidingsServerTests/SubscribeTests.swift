@@ -110,6 +110,36 @@ struct SubscribeTests {
         }
     }
 
+    /// The seam through the production path: streams over loopback HTTP (registration, replay
+    /// from the store, the handoff to the stream's channel, live delivery by the drain passes)
+    /// join at moments spread over a run of publishes, each resuming from a random id already
+    /// published; every one must see every later id exactly once, in order.
+    @Test func streamsJoiningWhileEventsArePublishedSeeEveryLaterIdOnceInOrder() async throws {
+        try await TestServer.run({ $0.maxQueue = 100_000 }) { server in
+            let token = try await TestServer.token(sub: "alice")
+            let start = server.gateway.store.historyStart
+            let total: Int64 = 600
+            let subscribers: Int64 = 6  // with the publisher, within the shared HTTP client's pool
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    for n in 0..<total { try await server.publish(user: "alice", data: "\(n)") }
+                }
+                for n in 0..<subscribers {
+                    group.addTask {
+                        let joinAt = start + (n * total) / (subscribers + 1)
+                        try await eventually("\(joinAt - start) published") { server.gateway.bus.lastDelivered >= joinAt }
+                        let resume = Int64.random(in: start...server.gateway.bus.lastDelivered)
+                        let stream = try await server.subscribe(token: token, headers: [("Last-Event-ID", "\(resume)")])
+                        defer { stream.close() }
+                        let events = try await stream.events(Int(start + total - resume), timeout: .seconds(60))
+                        #expect(events.map(\.id) == stride(from: resume + 1, through: start + total, by: 1).map { "\($0)" }, "resumed after \(resume)")
+                    }
+                }
+                try await group.waitForAll()
+            }
+        }
+    }
+
     @Test func withoutResumePointOnlyLiveEvents() async throws {
         try await TestServer.run { server in
             try await server.publish(user: "alice", data: "1")

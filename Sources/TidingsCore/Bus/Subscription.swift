@@ -86,6 +86,9 @@ public final class Subscription: Sendable {
         var driver: (any SubscriptionDriver)?
         /// A drain is pending on the driver.
         var scheduled = false
+        /// The driver cannot write now and will drain by itself when it can: events do not ask
+        /// for a drain, the end of the stream does.
+        var parked = false
         var end: StreamEnd?
         /// The driver was told about `end`.
         var endDrained = false
@@ -146,6 +149,7 @@ public final class Subscription: Sendable {
     public func drain(into buffer: inout [Delivery], now: NIODeadline = .now()) -> Next? {
         state.withLock { state in
             state.scheduled = false
+            state.parked = false
             if let end = state.end {
                 if state.endDrained { return nil }
                 state.endDrained = true
@@ -155,13 +159,15 @@ public final class Subscription: Sendable {
         }
     }
 
-    /// For the attached driver, when it cannot write now (its connection is not writable): gives
-    /// up the pending drain and takes nothing, so the next event or the end of the stream asks
-    /// for a drain again. Queued events stay queued, and count against `--max-queue`.
+    /// For the attached driver, when it cannot write now (its connection is not writable): takes
+    /// nothing and parks the stream. Until the driver drains again (when it can write), events
+    /// queue without asking for a drain — a client that stopped reading costs nothing per
+    /// event — but the end of the stream asks for one at once. Queued events count against
+    /// `--max-queue`.
     /// - Returns: the end of the stream, if it has ended.
     public func skipDrain() -> StreamEnd? {
         state.withLock { state in
-            state.scheduled = false
+            state.parked = true
             return state.end
         }
     }
@@ -206,8 +212,9 @@ public final class Subscription: Sendable {
     func wake(endedNow: Bool, reason: StreamEnd) {
         let (driven, driver) = state.withLock { state -> (Bool, (any SubscriptionDriver)?) in
             guard let attached = state.driver else { return (false, nil) }
-            guard endedNow, !state.scheduled else { return (true, nil) }
+            guard endedNow, !state.scheduled || state.parked else { return (true, nil) }
             state.scheduled = true
+            state.parked = false
             return (true, attached)
         }
         if driven {
