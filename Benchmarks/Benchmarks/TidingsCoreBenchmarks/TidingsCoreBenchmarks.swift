@@ -50,7 +50,7 @@ let benchmarks: @Sendable () -> Void = {
                 let event = Event(id: bus.lastDelivered + 1, targets: [.topic("news")], type: type, data: data, createdAt: Date())
                 blackHole(bus.deliver(event))
                 for subscription in subscriptions {
-                    _ = await subscription.next(into: &batch)
+                    _ = subscription.drain(into: &batch)
                     batch.removeAll(keepingCapacity: true)
                 }
             }
