@@ -54,7 +54,7 @@ UPDATE orders SET total = total + 1 WHERE id = :id;
 SQL
 
 trigger() { # none | outbox | tidings
-    psql -q "$URL" -v ON_ERROR_STOP=1 -c "DROP TRIGGER IF EXISTS bench ON orders" >/dev/null
+    psql -q "$URL" -v ON_ERROR_STOP=1 -c "SET client_min_messages = warning; DROP TRIGGER IF EXISTS bench ON orders" >/dev/null
     case "$1" in
         outbox) psql -q "$URL" -c "CREATE TRIGGER bench AFTER UPDATE ON orders FOR EACH ROW EXECUTE FUNCTION outbox_row()" ;;
         tidings) psql -q "$URL" -c "CREATE TRIGGER bench AFTER UPDATE ON orders FOR EACH ROW EXECUTE FUNCTION tidings.row_event('user_id', 'order')" ;;
