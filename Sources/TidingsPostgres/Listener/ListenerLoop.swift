@@ -155,6 +155,7 @@ final class ListenerLoop: @unchecked Sendable {
     /// Runs until `stop()`: connects, reconnects with capped exponential backoff, delivers.
     func run() {
         var failures = 0
+        var stalls = 0
         var everConnected = false
         while !stopping {
             if connection == nil {
@@ -185,15 +186,18 @@ final class ListenerLoop: @unchecked Sendable {
                 try serve()
             } catch let error as PostgresError where error.isTimeout && connection?.isBroken == false {
                 // A lock held on the schema (or a statement over its bound): the connection is
-                // fine; report the stall and try again after a pause.
-                failures += 1
-                let delay = backoff(failures)
+                // fine; report the stall and try again after a pause that grows while it lasts.
                 let now = NIODeadline.now()
-                status.withLock { status in
-                    if status.stalledSince == nil { status.stalledSince = now }
-                    status.idle = false
-                    status.cycleStarted = nil
+                let firstOfEpisode = status.withLock { status -> Bool in
+                    defer {
+                        if status.stalledSince == nil { status.stalledSince = now }
+                        status.idle = false
+                        status.cycleStarted = nil
+                    }
+                    return status.stalledSince == nil
                 }
+                stalls = firstOfEpisode ? 1 : stalls + 1
+                let delay = backoff(stalls)
                 logger.warning(
                     "Listener stalled: a statement timed out or waited too long for a lock",
                     metadata: [PostgresLogKey.error: "\(error)", PostgresLogKey.delay: "\(delay.seconds)"])
