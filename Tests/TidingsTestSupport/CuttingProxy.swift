@@ -143,16 +143,16 @@ public final class CuttingProxy: @unchecked Sendable {
                 cuts.add(1, ordering: .sequentiallyConsistent)
                 switch cut {
                 case .afterCommit:
-                    writeAll(destination, chunk)
-                    // The client hears nothing more; the server connection stays open until
-                    // the server has answered (it commits regardless).
-                    shutdown(source, Int32(SHUT_RDWR))
                     if refusing.load(ordering: .sequentiallyConsistent) {
                         // The database is gone for the client: every other connection too.
-                        for other in sockets.withLock({ $0 }) where other != destination {
+                        for other in sockets.withLock({ $0 }) where other != destination && other != source {
                             shutdown(other, Int32(SHUT_RDWR))
                         }
                     }
+                    // Cut the client off first, so that not even the answer can reach it, then
+                    // hand the COMMIT to the server (which commits regardless of the client).
+                    shutdown(source, Int32(SHUT_RDWR))
+                    writeAll(destination, chunk)
                     return
                 case .insteadOfCommit:
                     shutdown(source, Int32(SHUT_RDWR))
