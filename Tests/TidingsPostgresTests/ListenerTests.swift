@@ -53,6 +53,53 @@ struct ListenerTests {
         }
     }
 
+    @Test func triggerTellsBothUsersOfAMoveAndRefusesWhatItCannotPublish() async throws {
+        try await TestDatabase.with { (url: String) async throws in
+            try await SQL.run(
+                url,
+                """
+                CREATE TABLE orders (id serial PRIMARY KEY, user_id text, status text);
+                CREATE TRIGGER orders_tidings AFTER INSERT OR UPDATE OR DELETE ON orders
+                    FOR EACH ROW EXECUTE FUNCTION tidings.row_event('user_id', 'order');
+                INSERT INTO orders (user_id, status) VALUES ('a', 'new'), (NULL, 'orphan');
+                UPDATE orders SET user_id = 'b' WHERE user_id = 'a';
+                UPDATE orders SET status = 'still' WHERE user_id IS NULL;
+                DELETE FROM orders WHERE user_id IS NULL;
+                """)
+            let rows = try await SQL.run(url, "SELECT id, event, array_to_string(targets, ' ') FROM tidings.events ORDER BY id")
+                .rows.map { "\(try $0.int64(0)) \(try $0.string(1)) \(try $0.string(2))" }
+            // The move tells the new user and the old one; rows without a user publish nothing.
+            #expect(rows == ["1 order.created user:a", "2 order.updated user:b user:a"])
+
+            // A user id that cannot be a target fails the statement; nothing of it is kept.
+            let badUser = await #expect(throws: PostgresError.self) {
+                try await SQL.run(url, "INSERT INTO orders (user_id, status) VALUES ('no spaces', 'x')")
+            }
+            #expect(badUser?.serverMessage?.contains(#"invalid target "user:no spaces""#) == true)
+            // A trigger naming a column the table lacks, or the wrong kind of trigger: clear errors.
+            try await SQL.run(
+                url,
+                """
+                CREATE TABLE misnamed (id int);
+                CREATE TRIGGER misnamed_tidings AFTER INSERT ON misnamed
+                    FOR EACH ROW EXECUTE FUNCTION tidings.row_event('user_id', 'thing');
+                CREATE TABLE statement_level (user_id int);
+                CREATE TRIGGER statement_tidings AFTER INSERT ON statement_level
+                    FOR EACH STATEMENT EXECUTE FUNCTION tidings.row_event('user_id', 'thing');
+                CREATE TABLE one_argument (user_id int);
+                CREATE TRIGGER one_argument_tidings AFTER INSERT ON one_argument
+                    FOR EACH ROW EXECUTE FUNCTION tidings.row_event('user_id');
+                """)
+            let missing = await #expect(throws: PostgresError.self) { try await SQL.run(url, "INSERT INTO misnamed VALUES (1)") }
+            #expect(missing?.serverMessage?.contains(#"table public.misnamed has no column "user_id""#) == true)
+            let level = await #expect(throws: PostgresError.self) { try await SQL.run(url, "INSERT INTO statement_level VALUES (1)") }
+            #expect(level?.serverMessage?.contains("must be an AFTER … FOR EACH ROW trigger") == true)
+            let arguments = await #expect(throws: PostgresError.self) { try await SQL.run(url, "INSERT INTO one_argument VALUES (1)") }
+            #expect(arguments?.serverMessage?.contains("takes two arguments, 1 given") == true)
+            #expect(try await SQL.value(url, "SELECT count(*) FROM tidings.events") == "2")
+        }
+    }
+
     @Test func plainNotifyIsDeliveredLiveWithoutAnIdAndInvalidOnesAreCounted() async throws {
         try await TestDatabase.with { (url: String) async throws in
             let metrics = TestMetrics()
