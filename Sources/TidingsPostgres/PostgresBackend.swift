@@ -38,7 +38,7 @@ public final class PostgresBackend: ReadinessSource {
         self.services = [ConnectionPoolService(pool: pool), listener, pruner]
     }
 
-    /// Connects, checks that the schema is migrated, writes the wake-up mode and sets the bus
+    /// Connects, checks that the schema is migrated and sets the bus
     /// horizon (where delivery starts: every id at or below it is committed or never will be).
     ///
     /// - Throws: `DatabaseUnreachableError` when the database cannot be reached (exit 69),
@@ -54,7 +54,6 @@ public final class PostgresBackend: ReadinessSource {
         let pool = ConnectionPool(parameters: parameters, size: configuration.poolSize, logger: logger)
         let horizon: EventID
         do {
-            let mode = configuration.wakeup.rawValue
             horizon = try await pool.withConnection { connection in
                 let pending = try Migrator.pending(EmbeddedMigrations.all.sorted { $0.name < $1.name }, on: connection)
                 guard pending.isEmpty else { throw MigrationError.notMigrated(pending) }
@@ -63,8 +62,6 @@ public final class PostgresBackend: ReadinessSource {
                 ).single()
                 let (increment, cache) = (try sequence.int64(0), try sequence.int64(1))
                 guard increment == 1, cache == 1 else { throw MigrationError.badSequence(increment: increment, cache: cache) }
-                try connection.query(
-                    "UPDATE tidings.settings SET value = $1 WHERE name = 'wakeup' AND value <> $1", [mode])
                 return try connection.query(
                     "SELECT coalesce(max(value), 0) FROM tidings.state WHERE name IN ('settled_through', 'pruned_through')"
                 ).single().int64(0)

@@ -11,8 +11,10 @@
 public struct PostgresConfiguration: Sendable {
     /// How the listener learns that events were stored.
     public enum Wakeup: String, Sendable, CaseIterable {
-        /// Every transaction that stores events sends one `NOTIFY tidings_wakeup`; the listener
-        /// also reads every `safetyPollInterval` in case a notification was missed.
+        /// Adaptive: while events flow the listener reads every few milliseconds and nobody
+        /// notifies it; once idle it sleeps, and only then does a transaction that stores events
+        /// send `NOTIFY tidings_wakeup` (one per transaction). Asleep, it still reads every
+        /// `safetyPollInterval`.
         case notify
         /// No NOTIFY is sent; the listener reads every `pollInterval`.
         case poll
@@ -22,8 +24,7 @@ public struct PostgresConfiguration: Sendable {
     /// libpq's `PG*` environment variables and defaults. TCP keepalives and a connect timeout
     /// are added unless the URL sets them.
     public var url: String?
-    /// Wake-up mode, written to `tidings.settings` at start (all gateways sharing a database
-    /// should use the same mode: the last one started wins).
+    /// Wake-up mode, this gateway's own: gateways sharing a database may differ.
     public var wakeup: Wakeup
     /// How often the listener reads in `.poll` mode.
     public var pollInterval: Duration
@@ -42,6 +43,10 @@ public struct PostgresConfiguration: Sendable {
     public var pageSize: Int
     /// How often the listener records `tidings.state.settled_through` (tests shorten it).
     var horizonWriteInterval: Duration = .seconds(1)
+    /// `.notify` mode: how often the listener reads while events flow, and how long reads find
+    /// nothing before it sleeps until notified (tests change them).
+    var busyPollInterval: Duration = .milliseconds(5)
+    var sleepAfter: Duration = .milliseconds(50)
 
     public init(
         url: String? = nil,

@@ -108,6 +108,19 @@ final class TestConnection: Sendable {
 
     var backendPID: Int32 { connection.backendPID }
 
+    /// The notifications that arrived so far (after `LISTEN`), as `channel:payload`.
+    func notifications() async throws -> [String] {
+        let connection = connection
+        return try await thread.runIfActive {
+            try connection.consumeInput()
+            var received: [String] = []
+            while let notification = connection.nextNotification() {
+                received.append("\(notification.channel):\(notification.payload)")
+            }
+            return received
+        }
+    }
+
     func close() async {
         let connection = connection
         _ = try? await thread.runIfActive { connection.close() }

@@ -15,6 +15,10 @@ final class ListenerLoop: @unchecked Sendable {
         var wakeup: PostgresConfiguration.Wakeup
         var pollInterval: Duration
         var safetyPollInterval: Duration
+        /// `.notify` mode: how often the listener reads while events flow (nobody notifies it
+        /// then), and how long reads must find nothing before it sleeps until notified.
+        var busyPollInterval: Duration
+        var sleepAfter: Duration
         var orderWait: Duration
         var pageSize: Int
         /// First and largest delay between failed connection attempts.
@@ -50,6 +54,8 @@ final class ListenerLoop: @unchecked Sendable {
         var cycleStarted: NIODeadline?
         /// Since when the listener's statements time out or wait for locks.
         var stalledSince: NIODeadline?
+        /// True while the listener holds the sleep lock and waits for `NOTIFY tidings_wakeup`.
+        var asleep = false
 
         /// How far live delivery is behind what the database has committed: 0 while idle,
         /// else the time since the listener last knew itself caught up.
@@ -123,6 +129,10 @@ final class ListenerLoop: @unchecked Sendable {
     private var persistedHorizon: EventID
     private var lastHorizonWrite = NIODeadline.uptimeNanoseconds(0)
     private var waitPollInterval: Duration
+    /// The listener holds `SleepLock` on `connection` (publishers notify).
+    private var asleep = false {
+        didSet { status.withLock { $0.asleep = asleep } }
+    }
 
     init(
         parameters: ConnectionParameters,
@@ -247,31 +257,63 @@ final class ListenerLoop: @unchecked Sendable {
     private func disconnect() {
         connection?.close()
         connection = nil
+        asleep = false  // the session, and its lock, are gone
         status.withLock {
             $0 = Status(connected: false, caughtUp: false, backendPID: nil, reads: $0.reads, caughtUpAt: $0.caughtUpAt)
         }
     }
 
     /// Serves one connection until `stop()` (returns) or a connection error (throws).
+    ///
+    /// `.notify` mode: while events flow the listener reads every `busyPollInterval` and nobody
+    /// notifies it; once reads have found nothing for `sleepAfter` it falls asleep (see
+    /// `fallAsleep`) and waits for `NOTIFY tidings_wakeup`, reading every `safetyPollInterval`
+    /// anyway. `.poll` mode: it reads every `pollInterval` and never sleeps.
     private func serve() throws {
         guard let connection else { return }
+        if asleep {
+            // Left asleep by a statement that timed out: start awake.
+            try wake(connection)
+        }
         var wakeRequested = true
         var nextRead = NIODeadline.now()
+        // Since when reads found nothing new (nil while events flow).
+        var quietSince: NIODeadline?
         while !stopping {
             drainNotifications(connection, wakeRequested: &wakeRequested)
             if wakeRequested || NIODeadline.now() >= nextRead {
+                if asleep { try wake(connection) }
                 wakeRequested = false
-                let result = try readCycle(connection)
+                let delivered = order.lastDelivered
+                var result = try readCycle(connection)
                 writeHorizon(on: connection, force: false)
+                if result == .idle && order.lastDelivered == delivered {
+                    let now = NIODeadline.now()
+                    if quietSince == nil { quietSince = now }
+                    if settings.wakeup == .notify, let since = quietSince,
+                        now - since >= .nanoseconds(settings.sleepAfter.nanosecondsClamped),
+                        !(try fallAsleep(connection))
+                    {
+                        result = .more
+                        quietSince = nil
+                    }
+                } else {
+                    quietSince = nil
+                }
                 switch result {
                 case .more:
                     nextRead = .now()
                 case .waiting:
+                    if order.lastDelivered != delivered { waitPollInterval = settings.waitPoll.first }
                     nextRead = .now() + .nanoseconds(waitPollInterval.nanosecondsClamped)
                     waitPollInterval = min(waitPollInterval * 2, settings.waitPoll.cap)
                 case .idle:
                     waitPollInterval = settings.waitPoll.first
-                    let interval = settings.wakeup == .notify ? settings.safetyPollInterval : settings.pollInterval
+                    let interval: Duration
+                    switch settings.wakeup {
+                    case .poll: interval = settings.pollInterval
+                    case .notify: interval = asleep ? settings.safetyPollInterval : settings.busyPollInterval
+                    }
                     nextRead = .now() + .nanoseconds(interval.nanosecondsClamped)
                 }
                 drainNotifications(connection, wakeRequested: &wakeRequested)
@@ -283,6 +325,29 @@ final class ListenerLoop: @unchecked Sendable {
             if readiness.pipe { pipe.drain() }
             if readiness.socket { try connection.consumeInput() }
         }
+    }
+
+    /// Takes the sleep lock, so that publishers notify from now on, then makes sure nothing
+    /// slipped through while they did not: a publisher that decided not to notify did so while
+    /// holding the order lock, so it is either still a holder (stay awake) or done, and then a
+    /// read that begins after the check sees its events. Returns `true` when asleep.
+    private func fallAsleep(_ connection: PGConnection) throws -> Bool {
+        try connection.execute(SleepLock.takeSQL)
+        asleep = true
+        let publishing = try connection.query(OrderLock.heldSQL).single(orMore: false).bool(0)
+        let delivered = order.lastDelivered
+        if !publishing, try readCycle(connection) == .idle, order.lastDelivered == delivered {
+            logger.trace("Listener asleep until notified")
+            return true
+        }
+        try wake(connection)
+        return false
+    }
+
+    /// Lets the sleep lock go: publishers stop notifying.
+    private func wake(_ connection: PGConnection) throws {
+        try connection.execute(SleepLock.releaseSQL)
+        asleep = false
     }
 
     private func drainNotifications(_ connection: PGConnection, wakeRequested: inout Bool) {

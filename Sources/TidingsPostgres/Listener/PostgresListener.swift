@@ -39,6 +39,8 @@ public final class PostgresListener: Service, ReadinessSource {
             wakeup: configuration.wakeup,
             pollInterval: configuration.pollInterval,
             safetyPollInterval: configuration.safetyPollInterval,
+            busyPollInterval: configuration.busyPollInterval,
+            sleepAfter: configuration.sleepAfter,
             orderWait: configuration.orderWait,
             pageSize: max(1, configuration.pageSize)
         )
