@@ -47,6 +47,22 @@ public final class RetentionPruner: Service {
         var ran = false
     }
 
+    /// SQL for the highest id of the expired run of events right after `after` (0 when the first
+    /// event after it is within retention). `created_at` is not indexed: the primary key is
+    /// walked from `after` to the first event within retention, so a round reads what it is
+    /// about to delete and one row more. Ids and creation times rise together (an id is taken
+    /// just before its row is written), so this is the events older than retention, give or take
+    /// the commits of one moment.
+    static func expiredPrefixEnd(after: String, retentionSeconds: String) -> String {
+        """
+        (SELECT coalesce(max(x.id), 0) FROM tidings.events AS x
+         WHERE x.id > \(after) AND x.id < coalesce(
+            (SELECT min(l.id) FROM tidings.events AS l
+             WHERE l.id > \(after) AND l.created_at >= now() - \(retentionSeconds)::float8 * interval '1 second'),
+            9223372036854775807))
+        """
+    }
+
     /// One pruning round.
     @discardableResult
     func pruneOnce() async throws -> Pruned {
@@ -62,9 +78,8 @@ public final class RetentionPruner: Service {
             var pruned = Pruned(ran: true)
             let cut = try connection.query(
                 """
-                SELECT greatest(
-                    (SELECT value FROM tidings.state WHERE name = 'pruned_through'),
-                    (SELECT coalesce(max(id), 0) FROM tidings.events WHERE created_at < now() - $1::float8 * interval '1 second'))
+                SELECT greatest(p.value, \(Self.expiredPrefixEnd(after: "p.value", retentionSeconds: "$1")))
+                FROM tidings.state AS p WHERE p.name = 'pruned_through'
                 """,
                 [retentionSeconds]
             ).single().int64(0)
