@@ -25,8 +25,8 @@
 DROP TRIGGER events_wakeup ON tidings.events;
 DROP FUNCTION tidings.wakeup();
 -- The wake-up mode is now each gateway's own (a polling gateway never sleeps, so nobody
--- notifies it): the shared setting is gone.
-DELETE FROM tidings.settings WHERE name = 'wakeup';
+-- notifies it): the shared setting, the table's only row, is gone.
+DROP TABLE tidings.settings;
 
 DROP INDEX tidings.events_created_at_idx;
 ALTER INDEX tidings.events_targets_idx SET (fastupdate = off);
