@@ -144,7 +144,9 @@ struct StoreTests {
                 try await withBackend(url) { backendB, _ in
                     let expiry = Date(timeIntervalSince1970: 2_000_000_000)
                     let grant = TicketGrant(user: "42", topics: ["news.*", "ops", #"we"ird\"#], tokenExpiresAt: expiry)
-                    let ticket = try await backendA.tickets.issue(grant, ttl: .seconds(30))
+                    // Ten minutes: on a machine busy with the parallel suites, 30 s between issue
+                    // and redeem was seen once. Expiry is tested below by moving expires_at.
+                    let ticket = try await backendA.tickets.issue(grant, ttl: .seconds(600))
                     #expect(try await SQL.value(url, "SELECT count(*) FROM tidings.tickets WHERE digest = convert_to($1, 'UTF8')", [ticket]) == "0")
                     async let first = backendA.tickets.redeem(ticket)
                     async let second = backendB.tickets.redeem(ticket)
@@ -156,7 +158,7 @@ struct StoreTests {
                     let short = try await backendA.tickets.issue(noExpiry, ttl: .seconds(30))
                     try await SQL.run(url, "UPDATE tidings.tickets SET expires_at = now() - interval '1 second'")
                     #expect(try await backendB.tickets.redeem(short) == nil)
-                    let fresh = try await backendA.tickets.issue(noExpiry, ttl: .seconds(30))
+                    let fresh = try await backendA.tickets.issue(noExpiry, ttl: .seconds(600))
                     #expect(try await backendB.tickets.redeem(fresh) == noExpiry)
                 }
             }
