@@ -25,7 +25,12 @@ public func buildApplication(
 ) async throws -> TidingsApplication {
     try configuration.validate()
     let registry = PrometheusCollectorRegistry()
-    let metricsFactory = PrometheusMetricsFactory(registry: registry)
+    var metricsFactory = PrometheusMetricsFactory(registry: registry)
+    // Delivery in PostgreSQL mode takes milliseconds: the default buckets (5 s and up, for
+    // values) could not tell 5 ms from 5 s.
+    metricsFactory.valueHistogramBuckets["tidings_commit_to_delivery_seconds"] = [
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
+    ]
     let bus = EventBus(
         limits: .init(
             maxConnections: configuration.maxConnections,

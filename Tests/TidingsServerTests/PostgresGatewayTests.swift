@@ -39,6 +39,10 @@ struct PostgresGatewayTests {
                 let after = try await server.subscribe(token: token, headers: [("Last-Event-ID", ids[1])])
                 try await server.publish(user: "42", event: "c")
                 #expect(try await after.events(1).map(\.type) == ["c"])
+                // Commit to delivery, in buckets fine enough for milliseconds.
+                let metrics = try await server.request(.GET, "/metrics").body
+                #expect(metrics.contains(#"tidings_commit_to_delivery_seconds_bucket{le="0.05"}"#))
+                #expect(metrics.contains("tidings_commit_to_delivery_seconds_count 3"))
             }
         }
     }
