@@ -172,11 +172,14 @@ def window(samples, report_path):
                 if counter in after and counter in before:
                     item[key] = (after[counter] - before[counter]) / seconds
         delta = lambda key: end["db"][key] - start["db"][key]
-        total_cpu = sum(cpu.values())
+        local = bool(start["postmaster"] and end["processes"])
+        if not local:
+            report.setdefault("notes", []).append("the database's processes are not on this machine: no CPU figures")
+        total_cpu = sum(cpu.values()) if local else None
         report["database"] = {
             "seconds": seconds,
             "cpuSeconds": total_cpu,
-            "cpuPercent": 100 * total_cpu / seconds,
+            "cpuPercent": 100 * total_cpu / seconds if local else None,
             "processes": len(cpu),
             "exited": len(set(start["processes"]) - set(end["processes"])),
             "transactionsPerSecond": (delta("xact_commit") + delta("xact_rollback")) / seconds,
