@@ -6,10 +6,14 @@
 #             that records an event)
 #   notify    tidings.row_event, --wakeup notify (the default), a gateway listening
 #   poll      tidings.row_event, --wakeup poll, a gateway listening
-# Prints transactions per second for each and the ratio to `none`.
+# Prints transactions per second for each and the ratio to `none`, and for notify and poll the
+# commit-to-delivery p99 from the gateway's histogram tidings_commit_to_delivery_seconds (the
+# delta of its buckets over the pgbench run: an upper bucket bound, not an interpolation).
 #
-# Usage: scripts/bench-trigger.sh [--seconds N] [--clients N] [--runs N]
-# Needs the release binary (`swift build -c release --product tidings`) and pgbench.
+# Usage: scripts/bench-trigger.sh [--seconds N] [--clients N] [--runs N] [--port P] [--json-dir DIR]
+#   --port P        port of the throwaway cluster (default $BENCH_PG_PORT, else 55448)
+#   --json-dir DIR  also write DIR/trigger-<mode>-<run>.json for Benchmarks/report.py (make bench)
+# Needs the release binary (`swift build -c release --product tidings`), pgbench, psql and curl.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -17,11 +21,15 @@ cd "$ROOT"
 SECONDS_EACH=10
 CLIENTS=16
 RUNS=3
+PORT=${BENCH_PG_PORT:-55448}
+JSON_DIR=""
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --seconds) SECONDS_EACH=$2; shift 2 ;;
         --clients) CLIENTS=$2; shift 2 ;;
         --runs) RUNS=$2; shift 2 ;;
+        --port) PORT=$2; shift 2 ;;
+        --json-dir) JSON_DIR=$2; shift 2 ;;
         -h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; exit 0 ;;
         *) echo "bench-trigger.sh: unknown option $1" >&2; exit 64 ;;
     esac
@@ -38,7 +46,7 @@ cleanup() {
     rm -rf "$DIR" "$WORK"
 }
 trap cleanup EXIT
-URL=$(scripts/pg-cluster.sh start "$DIR" "${BENCH_PG_PORT:-55448}")
+URL=$(scripts/pg-cluster.sh start "$DIR" "$PORT")
 "$TIDINGS" migrate --database-url "$URL" >/dev/null
 psql -q "$URL" -v ON_ERROR_STOP=1 <<'SQL'
 CREATE TABLE orders (id int PRIMARY KEY, user_id int NOT NULL, status text NOT NULL, total numeric(10,2) NOT NULL);
@@ -61,21 +69,32 @@ trigger() { # none | outbox | tidings
     esac
 }
 
+GATEWAY_PORT=""
 gateway() { # notify | poll | stop
     if [[ -n "$GATEWAY" ]]; then kill "$GATEWAY"; wait "$GATEWAY" 2>/dev/null || true; GATEWAY=""; fi
     [[ "$1" == stop ]] && return
-    "$TIDINGS" serve --port 0 --database-url "$URL" --wakeup "$1" --jwt-secret "bench-trigger-secret-0123456789-abcdef" \
-        --log-level error >/dev/null 2>&1 &
+    GATEWAY_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    "$TIDINGS" serve --host 127.0.0.1 --port "$GATEWAY_PORT" --database-url "$URL" --wakeup "$1" \
+        --jwt-secret "bench-trigger-secret-0123456789-abcdef" --log-level error >"$WORK/gateway.log" 2>&1 &
     GATEWAY=$!
-    sleep 1
+    local tries=0
+    until curl -sf "http://127.0.0.1:$GATEWAY_PORT/readyz" >/dev/null; do
+        tries=$((tries + 1))
+        if [[ $tries -gt 300 ]] || ! kill -0 "$GATEWAY" 2>/dev/null; then
+            echo "bench-trigger.sh: the gateway did not get ready:" >&2; tail -5 "$WORK/gateway.log" >&2; exit 1
+        fi
+        sleep 0.1
+    done
 }
+
+metrics() { curl -sf "http://127.0.0.1:$GATEWAY_PORT/metrics" >"$1"; }
 
 tps() { # one pgbench run
     pgbench -n -c "$CLIENTS" -j 2 -T "$SECONDS_EACH" -f "$WORK/update.sql" "$URL" 2>/dev/null |
         awk '/^tps = / { printf "%d\n", $3 }'
 }
 
-declare -A RESULTS
+declare -A RESULTS P99
 for run in $(seq 1 "$RUNS"); do
     for mode in none outbox notify poll; do
         case "$mode" in
@@ -84,18 +103,32 @@ for run in $(seq 1 "$RUNS"); do
             notify) trigger tidings; gateway notify ;;
             poll) trigger tidings; gateway poll ;;
         esac
+        [[ -n "$GATEWAY" ]] && metrics "$WORK/before.txt"
         value=$(tps)
         RESULTS[$mode]+="$value "
-        printf '   run %d %-7s %s tps\n' "$run" "$mode" "$value" >&2
+        delivery=""
+        if [[ -n "$GATEWAY" ]]; then
+            sleep 1  # the last commits' deliveries
+            metrics "$WORK/after.txt"
+            delivery=$(python3 Benchmarks/pgstats.py histogram "$WORK/before.txt" "$WORK/after.txt" tidings_commit_to_delivery_seconds)
+            P99[$mode]+="$(python3 -c 'import json, sys; v = json.loads(sys.argv[1])["p99UpperBoundMs"]; print("inf" if v is None else "%g" % v)' "$delivery") "
+        fi
+        printf '   run %d %-7s %s tps%s\n' "$run" "$mode" "$value" "${delivery:+, commit→delivery $delivery}" >&2
+        if [[ -n "$JSON_DIR" ]]; then
+            printf '{"scenario": "trigger", "label": "%s", "settings": {"clients": %s, "seconds": %s},\n "trigger": {"tps": %s, "commitToDelivery": %s}}\n' \
+                "$mode" "$CLIENTS" "$SECONDS_EACH" "${value:-null}" "${delivery:-null}" >"$JSON_DIR/trigger-$mode-$run.json"
+        fi
     done
 done
 gateway stop
 
-median() { tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
+median() { tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 base=$(median "${RESULTS[none]}")
-printf '| trigger (pgbench, %s clients, 1 row per transaction, fsync on) | tps (median of %s) | ÷ no trigger |\n|---|---|---|\n' "$CLIENTS" "$RUNS"
+printf '| trigger (pgbench, %s clients, 1 row per transaction, fsync on) | tps (median of %s) | ÷ no trigger | commit→delivery p99 (bucket bound) |\n|---|---|---|---|\n' "$CLIENTS" "$RUNS"
 for mode in none outbox notify poll; do
     value=$(median "${RESULTS[$mode]}")
-    printf '| %s | %s [%s] | %.2f× |\n' "$mode" "$value" "$(echo "${RESULTS[$mode]}" | xargs | tr ' ' ',')" \
-        "$(awk -v a="$value" -v b="$base" 'BEGIN { print a / b }')"
+    p99="–"
+    [[ -n "${P99[$mode]:-}" ]] && p99="≤ $(median "${P99[$mode]}") ms"
+    printf '| %s | %s [%s] | %.2f× | %s |\n' "$mode" "$value" "$(echo "${RESULTS[$mode]}" | xargs | tr ' ' ',')" \
+        "$(awk -v a="$value" -v b="$base" 'BEGIN { print a / b }')" "$p99"
 done

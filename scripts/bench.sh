@@ -2,15 +2,27 @@
 # What `make bench` runs: the micro-benchmarks with their threshold check, then the load
 # scenarios of issue 4 against Tidings and against the C floor (Benchmarks/reference/floor.c),
 # server pinned to one core and load generator to the other, each figure the median of --runs
-# runs. Writes Benchmarks/results/<date>.md and Benchmarks/results/latest.md.
+# runs; then the PostgreSQL scenarios, each against a reference measured in the same run (pgbench
+# on the same cluster, no trigger, one gateway). Writes Benchmarks/results/<date>.md and
+# Benchmarks/results/latest.md.
 #
 # Usage: scripts/bench.sh [options]
 #   --runs N            runs per scenario and server (default 3)
 #   --scenarios LIST    comma-separated subset of: light,overload,fanout10k,users,idle,replay,
-#                       durablereplay,durable,durable1 (default: all)
-#   --no-durable        skip the PostgreSQL scenarios (durablereplay: replay from the database;
-#                       durable: 16 publishers, batches of 100; durable1: one publisher, one
-#                       event per request)
+#                       durablereplay,durable,durable1,durable16,durable64,trigger,multi
+#                       (default: all)
+#   --no-durable        skip the PostgreSQL scenarios:
+#                       durablereplay  replay from the database
+#                       durable        16 publishers, batches of 100
+#                       durable1, durable16, durable64  1, 16, 64 publisher connections, one
+#                                      event per request; reference: pgbench inserting the same
+#                                      row with as many clients (commits/s, commit latency)
+#                       trigger        scripts/bench-trigger.sh: pgbench updating `orders` with
+#                                      no trigger (the reference), an outbox trigger, row_event
+#                                      with --wakeup notify and poll; commit→delivery p99
+#                       multi          3 gateways on one database, streams spread over them,
+#                                      publishers on one, at 1,000 and 10,000 events/s offered;
+#                                      database CPU and transactions; reference: one gateway
 #   --duration D        measurement window of each run (default 10s)
 #   --quick             1 run, 5s windows: a smoke test, not a measurement
 #   --no-micro          skip the package-benchmark suites
@@ -20,7 +32,8 @@
 #   --server-cpu N / --load-cpu N   cores to pin to (default 0 and 1)
 # Environment: BENCH_DATABASE_URL  the database of the durable scenarios; without it a
 #              throwaway cluster (fsync on, as in production) is started on port
-#              BENCH_PG_PORT (default 55449) and removed afterwards.
+#              BENCH_PG_PORT (default 55449) and removed afterwards. The trigger scenario
+#              always uses a throwaway cluster of its own, on BENCH_PG_PORT + 1.
 # Exit status: 0 when every step ran and no micro-benchmark regressed past its threshold.
 set -euo pipefail
 
@@ -29,7 +42,7 @@ cd "$ROOT"
 
 RUNS=3
 DURATION=10s
-SCENARIOS=light,overload,fanout10k,users,idle,replay,durablereplay,durable,durable1
+SCENARIOS=light,overload,fanout10k,users,idle,replay,durablereplay,durable,durable1,durable16,durable64,trigger,multi
 DURABLE=1
 MICRO=1
 LOAD=1
@@ -58,7 +71,7 @@ while [[ $# -gt 0 ]]; do
     esac
 done
 [[ "$RUNS" =~ ^[1-9][0-9]*$ ]] || { echo "bench.sh: --runs must be a positive integer" >&2; exit 64; }
-if [[ $DURABLE == 0 ]]; then SCENARIOS=$(tr ',' '\n' <<<"$SCENARIOS" | grep -v '^durable' | paste -sd, -); fi
+if [[ $DURABLE == 0 ]]; then SCENARIOS=$(tr ',' '\n' <<<"$SCENARIOS" | grep -v -E '^(durable|trigger$|multi$)' | paste -sd, -); fi
 
 log() { printf '\n== %s\n' "$*" >&2; }
 STATUS=0
@@ -120,6 +133,7 @@ if [[ $LOAD == 1 ]]; then
         cc -O2 -o "$FLOOR_BIN" Benchmarks/reference/floor.c
     fi
 
+    MULTI_RATES=(1000 10000)
     # name | servers | arguments
     scenario_args() {
         case "$1" in
@@ -131,10 +145,27 @@ if [[ $LOAD == 1 ]]; then
             replay|durablereplay) echo "replay --missed 999 --iterations 20 --background 99000" ;;
             durable) echo "users --connections 200 --publish-connections 16 --batch 100" ;;
             durable1) echo "users --connections 200 --publish-connections 1 --pipeline 1" ;;
+            durable16) echo "users --connections 200 --publish-connections 16 --pipeline 1" ;;
+            durable64) echo "users --connections 200 --publish-connections 64 --pipeline 1" ;;
+            trigger) echo "(scripts/bench-trigger.sh: pgbench, 16 clients)" ;;
+            multi) echo "(users --connections 600 --publish-connections 64 --rate ${MULTI_RATES[*]} over 3 gateways and over 1)" ;;
             *) return 1 ;;
         esac
     }
-    floor_supported() { [[ "$1" != replay && "$1" != durable* ]]; }
+    floor_supported() { [[ "$1" != replay && "$1" != durable* && "$1" != trigger && "$1" != multi ]]; }
+    # The reference of durable1/16/64: pgbench with as many clients storing the same row.
+    pgbench_clients() { case "$1" in durable1) echo 1 ;; durable16) echo 16 ;; durable64) echo 64 ;; *) return 1 ;; esac; }
+    whole_seconds() { # a --duration value (10s, 1m, 500ms) in whole seconds, at least 1
+        case "$1" in
+            *ms) echo 1 ;;
+            *m) echo $(( ${1%m} * 60 )) ;;
+            *s) echo $(( ${1%s} > 0 ? ${1%s} : 1 )) ;;
+            *) echo "$1" ;;
+        esac
+    }
+    # The interpreter itself (not a version manager's shim): the window hook runs it twice per run.
+    PYTHON=$(python3 -c 'import sys; print(sys.executable)')
+    free_port() { "$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
     run_one() { # scenario server run
         local scenario=$1 server=$2 run=$3 out="$RAW/$1-$2-$3.json"
@@ -155,8 +186,83 @@ if [[ $LOAD == 1 ]]; then
         fi
     }
 
+    run_pgbench() { # scenario run
+        local clients out="$RAW/$1-pgbench-$2.json" work="$RAW/pgbench-$1-$2"
+        clients=$(pgbench_clients "$1")
+        mkdir -p "$work"
+        psql -Xq -v ON_ERROR_STOP=1 "$BENCH_DATABASE_URL" -c "TRUNCATE bench_commit" >/dev/null
+        printf '   %-10s %-8s run %d: pgbench -c %d, one INSERT per transaction\n' "$1" pgbench "$2" "$clients" >&2
+        # shellcheck disable=SC2086
+        if ! (cd "$work" && ${PIN_LOAD:+taskset -c "$LOAD_CPU"} pgbench -n -c "$clients" -j "$(( clients < 2 ? 1 : 2 ))" \
+                -T "$(whole_seconds "$DURATION")" -l --log-prefix "$work/log" -f "$ROOT/Benchmarks/reference/pgbench-commit.sql" \
+                "$BENCH_DATABASE_URL" >"$work/stdout" 2>"$work/stderr") ||
+            ! "$PYTHON" "$ROOT/Benchmarks/pgstats.py" floor "$out" "$work/stdout" "$work/log" "$clients"; then
+            echo "   failed: $(tail -3 "$work/stderr")" >&2
+            rm -f "$out"
+            STATUS=1
+        fi
+        rm -rf "$work"
+    }
+
+    run_trigger() { # the whole of scripts/bench-trigger.sh, its runs into $RAW
+        printf '   trigger: scripts/bench-trigger.sh --runs %d --seconds %d\n' "$RUNS" "$(whole_seconds "$DURATION")" >&2
+        if ! scripts/bench-trigger.sh --runs "$RUNS" --seconds "$(whole_seconds "$DURATION")" \
+            --port "$(( ${BENCH_PG_PORT:-55449} + 1 ))" --json-dir "$RAW" >"$RAW/trigger.md" 2>"$RAW/trigger.err"; then
+            echo "   failed: $(tail -3 "$RAW/trigger.err")" >&2
+            STATUS=1
+        fi
+    }
+
+    with_application_name() { # URL NAME
+        if [[ $1 == *\?* ]]; then echo "$1&application_name=$2"; else echo "$1?application_name=$2"; fi
+    }
+
+    run_multi() { # rate instances run
+        local rate=$1 instances=$2 run=$3 server
+        server=$([[ $instances == 1 ]] && echo one || echo three)
+        local base="$RAW/multi$rate-$server-$run"
+        local secret key i port
+        secret=$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')
+        key=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
+        local pids=() urls=() gateways=()
+        for i in $(seq 1 "$instances"); do
+            port=$(free_port)
+            ${PIN_SERVER:+taskset -c "$SERVER_CPU"} "$TIDINGS" serve --host 127.0.0.1 --port "$port" \
+                --database-url "$(with_application_name "$BENCH_DATABASE_URL" "tidings-$i")" --jwt-secret "$secret" \
+                --publish-key "$key" --log-level warning >"$base-gateway$i.log" 2>&1 &
+            pids+=($!)
+            urls+=(--url "http://127.0.0.1:$port")
+            gateways+=(--gateway "tidings-$i=http://127.0.0.1:$port")
+        done
+        local ready=1
+        for i in $(seq 0 $(( instances - 1 ))); do
+            local tries=0
+            until curl -sf "${urls[$(( i * 2 + 1 ))]}/readyz" >/dev/null; do
+                tries=$((tries + 1))
+                if [[ $tries -gt 300 ]] || ! kill -0 "${pids[$i]}" 2>/dev/null; then ready=0; break; fi
+                sleep 0.1
+            done
+        done
+        local hook
+        hook=$(printf '%q ' "$PYTHON" "$ROOT/Benchmarks/pgstats.py" sample "$base.samples" "$BENCH_DATABASE_URL" "${gateways[@]}")
+        printf '   %-10s %-8s run %d: %d gateway(s), %d events/s offered\n' "multi$rate" "$server" "$run" "$instances" "$rate" >&2
+        if [[ $ready == 0 ]]; then
+            echo "   failed: a gateway did not get ready: $(tail -3 "$base-gateway1.log")" >&2
+            STATUS=1
+        elif ! timeout 600 "$TIDINGS" bench users "${urls[@]}" --jwt-secret "$secret" --publisher-token "$key" \
+                --connections 600 --publish-connections 64 --rate "$rate" --duration "$DURATION" "${PIN_LOAD[@]}" \
+                --label "tidings-x$instances" --window-hook "$hook" --quiet --json >"$base.json" 2>"$base.err" ||
+            ! "$PYTHON" "$ROOT/Benchmarks/pgstats.py" window "$base.samples" "$base.json"; then
+            echo "   failed: $(tail -3 "$base.err")" >&2
+            rm -f "$base.json"
+            STATUS=1
+        fi
+        kill "${pids[@]}" 2>/dev/null || true
+        wait "${pids[@]}" 2>/dev/null || true
+    }
+
     IFS=',' read -r -a LIST <<<"$SCENARIOS"
-    if [[ ",$SCENARIOS," == *,durable* ]]; then
+    if [[ ",$SCENARIOS," == *,durable* || ",$SCENARIOS," == *,multi,* ]]; then
         if [[ -z "${BENCH_DATABASE_URL:-}" ]]; then
             BENCH_PG_DIR=$(mktemp -d /tmp/tidings-bench-pg.XXXXXX)
             trap 'scripts/pg-cluster.sh stop "$BENCH_PG_DIR" >/dev/null 2>&1 || true; rm -rf "$BENCH_PG_DIR"' EXIT
@@ -164,13 +270,31 @@ if [[ $LOAD == 1 ]]; then
             BENCH_DATABASE_URL=$(scripts/pg-cluster.sh start "$BENCH_PG_DIR" "${BENCH_PG_PORT:-55449}")
         fi
         "$TIDINGS" migrate --database-url "$BENCH_DATABASE_URL" >&2
+        # The pgbench reference's table: an event's row and indexes, without Tidings' ordering.
+        psql -Xq -v ON_ERROR_STOP=1 "$BENCH_DATABASE_URL" >/dev/null <<'SQL'
+SET client_min_messages = warning;
+CREATE TABLE IF NOT EXISTS bench_commit (
+    id bigserial PRIMARY KEY, targets text[] NOT NULL, event text NOT NULL, data json NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT clock_timestamp());
+CREATE INDEX IF NOT EXISTS bench_commit_targets_idx ON bench_commit USING gin (targets);
+CREATE INDEX IF NOT EXISTS bench_commit_created_at_idx ON bench_commit (created_at);
+SQL
     fi
     for scenario in "${LIST[@]}"; do
         scenario_args "$scenario" >/dev/null || { echo "bench.sh: unknown scenario $scenario" >&2; exit 64; }
         log "scenario $scenario: $(scenario_args "$scenario"), $RUNS run(s) each"
+        if [[ $scenario == trigger ]]; then run_trigger; continue; fi
         for run in $(seq 1 "$RUNS"); do
+            if [[ $scenario == multi ]]; then
+                for rate in "${MULTI_RATES[@]}"; do
+                    run_multi "$rate" 3 "$run"
+                    run_multi "$rate" 1 "$run"
+                done
+                continue
+            fi
             run_one "$scenario" tidings "$run"
             if [[ $FLOOR == 1 ]] && floor_supported "$scenario"; then run_one "$scenario" floor "$run"; fi
+            if pgbench_clients "$scenario" >/dev/null; then run_pgbench "$scenario" "$run"; fi
         done
     done
 fi

@@ -1,8 +1,11 @@
 /// What `tidings bench` runs, and how hard.
 public struct BenchOptions: Sendable {
     public var scenario: Scenario
-    /// Where the gateway listens (plain HTTP).
+    /// Where the gateway listens (plain HTTP); the publishers go there.
     public var endpoint: Endpoint
+    /// Where the streams go, round-robin by stream number (several gateways on one database);
+    /// empty for `endpoint` alone.
+    public var streamEndpoints: [Endpoint] = []
     /// A name for the report (`tidings`, `floor`, …).
     public var label = "tidings"
     /// Streams to open (`--connections`).
@@ -45,6 +48,9 @@ public struct BenchOptions: Sendable {
     public var serverCPU: String?
     /// Where the load runs (for the report only).
     public var loadCPU: String?
+    /// A shell command run as `<command> start` and `<command> end` at the measurement window's
+    /// bounds (right after the CPU samples), e.g. to sample the database; it must be quick.
+    public var windowHook: String?
 
     public init(scenario: Scenario, endpoint: Endpoint) {
         self.scenario = scenario

@@ -32,7 +32,7 @@ public struct BenchRunner: Sendable {
             throw BenchError("\(options.subscribers) streams need about \(needed) file descriptors; the limit is \(limit) (ulimit -n)")
         }
         let harness = try await Harness.make(
-            threads: options.threads, endpoint: options.endpoint,
+            threads: options.threads, endpoint: options.endpoint, streamEndpoints: options.streamEndpoints,
             reconnect: options.reconnect && options.scenario != .replay)  // replay reopens streams itself
         if let pinLoadTo { try CPUAffinity.pinCurrentProcess(to: pinLoadTo) }
         do {
@@ -99,6 +99,7 @@ public struct BenchRunner: Sendable {
             latencyMs: Percentiles(micros: window.counters.latency))
         report.server = window.server(delivered: window.counters.events)
         report.load = window.load
+        report.notes += window.hookNotes
         if window.load.cpuPercent > 90 {
             report.notes.append("the load generator used \(Int(window.load.cpuPercent))% of a core: it may be the bottleneck (server CPU per delivered event stays honest)")
         }
@@ -134,6 +135,7 @@ public struct BenchRunner: Sendable {
             report.server = server
         }
         report.load = window.load
+        report.notes += window.hookNotes
         report.notes.append("memory per connection = (RSS with the streams open − RSS before) / streams open")
         return report
     }
@@ -254,7 +256,7 @@ public struct BenchRunner: Sendable {
     private func subscriberSpecs(count: Int, topic: String?, firstUser: Int = 0) async throws -> [SubscriberSpec] {
         var specs: [SubscriberSpec] = []
         specs.reserveCapacity(count)
-        let path = options.endpoint.eventsPath + (topic.map { "?topic=\($0)" } ?? "")
+        let path = "/events" + (topic.map { "?topic=\($0)" } ?? "")
         for index in firstUser..<(firstUser + count) {
             let token = try await credentials.subscriberToken(user: "\(options.userPrefix)\(index)", topics: topic.map { [$0] } ?? [])
             specs.append(SubscriberSpec(path: path, token: token))
@@ -284,6 +286,8 @@ public struct BenchRunner: Sendable {
         var pid: Int32?
         /// Time between the CPU samples (the window's length, give or take a few ms).
         var sampleSeconds: Double = 0
+        /// What went wrong with `--window-hook`, if anything.
+        var hookNotes: [String] = []
 
         func server(delivered: Int) -> BenchReport.Server? {
             guard let pid, let serverStart, let serverEnd else { return nil }
@@ -307,11 +311,13 @@ public struct BenchRunner: Sendable {
         let serverStart = options.serverPID.flatMap(ProcessSample.read)
         let loadStart = ProcessSample.current()
         let sampled = MeasurementWindow.now
+        let hookStarted = await runWindowHook("start")
         try await Self.sleep(until: bounds.end)
         let serverEnd = options.serverPID.flatMap(ProcessSample.read)
         let loadEnd = ProcessSample.current()
         // CPU over the interval between the samples (within a few ms of the window).
         let sampleSeconds = Double(MeasurementWindow.now - sampled) / 1e9
+        let hookEnded = await runWindowHook("end")
         try await awaitStragglers(harness, publishers: publishers)
         let (counters, publish) = try await harness.endWindow(publishers: publishers)
         let loadCPU = (loadEnd?.cpuSeconds ?? 0) - (loadStart?.cpuSeconds ?? 0)
@@ -320,6 +326,7 @@ public struct BenchRunner: Sendable {
             load: BenchReport.Load(cpuSeconds: loadCPU, cpuPercent: 100 * loadCPU / sampleSeconds, rssBytes: loadEnd?.rssBytes ?? 0),
             pid: options.serverPID)
         window.sampleSeconds = sampleSeconds
+        window.hookNotes = [hookStarted, hookEnded].compactMap { $0 }
         return window
     }
 
@@ -352,6 +359,17 @@ public struct BenchRunner: Sendable {
         }
     }
 
+    /// Runs `--window-hook` with `phase`; a note for the report when it fails.
+    private func runWindowHook(_ phase: String) async -> String? {
+        guard let hook = options.windowHook else { return nil }
+        do {
+            let status = try await WindowHook.run(hook, phase: phase)
+            return status == 0 ? nil : "the window hook exited with status \(status) at the window's \(phase)"
+        } catch {
+            return "the window hook could not run at the window's \(phase): \(error)"
+        }
+    }
+
     private static func sleep(until instant: UInt64) async throws {
         let now = MeasurementWindow.now
         if instant > now { try await Task.sleep(for: .nanoseconds(Int64(instant - now))) }
@@ -366,7 +384,7 @@ public struct BenchRunner: Sendable {
         return BenchReport(
             scenario: options.scenario,
             label: options.label,
-            target: options.endpoint.description,
+            target: ([options.endpoint] + options.streamEndpoints.filter { $0 != options.endpoint }).map(\.description).joined(separator: " "),
             date: formatter.string(from: Date()),
             settings: BenchReport.Settings(
                 subscribers: options.subscribers,

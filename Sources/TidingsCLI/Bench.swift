@@ -19,20 +19,28 @@ struct Bench: AsyncParsableCommand {
                        until the last one arrives, over --iterations reconnects.
 
             Point it at a deployment with --url (plain HTTP) and --jwt-secret (tokens are minted per
-            user), or --subscriber-token/--publisher-token. With --spawn it starts `tidings serve`
+            user), or --subscriber-token/--publisher-token. --url is repeatable: several gateways
+            on one database get the streams round-robin (stream i on the (i mod n)th URL) and the
+            publishers use the first. With --spawn it starts `tidings serve`
             itself on a free port (optionally pinned with --server-cpu) and also reports the
             server's CPU seconds and memory from /proc. --server-pid samples a server you started.
 
             Examples:
               tidings bench fanout --spawn --server-cpu 0 --load-cpu 1
               tidings bench users --url http://127.0.0.1:8080 --jwt-secret "$SECRET" --json
+              tidings bench users --url http://127.0.0.1:8081 --url http://127.0.0.1:8082 --jwt-secret "$SECRET" --rate 1000
               tidings bench idle --spawn --connections 10000
               tidings bench replay --spawn --missed 999 --background 99000
             """)
 
     @Argument(help: "fanout, users, idle or replay.") var scenario: String
 
-    @Option(help: "Gateway URL (plain HTTP); ignored with --spawn.") var url = "http://127.0.0.1:8080"
+    @Option(
+        help: """
+            Gateway URL (plain HTTP; default http://127.0.0.1:8080); ignored with --spawn. Repeatable: \
+            streams round-robin over the URLs, publishers on the first.
+            """)
+    var url: [String] = []
     @Option(help: "HS256 secret: mint a token per subscriber and a publisher token.") var jwtSecret: String?
     @Option(help: "Token for every subscriber (instead of --jwt-secret).") var subscriberToken: String?
     @Option(help: "Publisher token or publish key (instead of --jwt-secret).") var publisherToken: String?
@@ -63,6 +71,8 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "Replay: events published to another topic first (fills the store).") var background = 0
     @Option(help: "Event-loop threads of the load generator.") var threads = 1
     @Flag(help: "Do not reopen streams the server ends.") var noReconnect = false
+    @Option(help: "A shell command run as `<command> start` and `<command> end` at the measurement window's bounds (e.g. to sample a database).")
+    var windowHook: String?
     @Option(help: "Name of the server in the report.") var label: String?
     @Flag(help: "Print the report as JSON.") var json = false
     @Flag(help: "No progress messages on standard error.") var quiet = false
@@ -71,8 +81,8 @@ struct Bench: AsyncParsableCommand {
         guard let scenario = Scenario(rawValue: self.scenario) else {
             throw ValidationError("the scenario must be one of: " + Scenario.allCases.map(\.rawValue).joined(separator: ", "))
         }
-        if !spawn, spawnCommand == nil, Endpoint(url: url) == nil {
-            throw ValidationError("--url must be http://host[:port][/path] (plain HTTP)")
+        if !spawn, spawnCommand == nil, let bad = urls.first(where: { Endpoint(url: $0) == nil }) {
+            throw ValidationError("--url must be http://host[:port][/path] (plain HTTP), not \(bad)")
         }
         if let connections, connections < 1 { throw ValidationError("--connections must be at least 1") }
         if let rate, rate < 0 { throw ValidationError("--rate must be 0 (flat out) or more") }
@@ -96,7 +106,8 @@ struct Bench: AsyncParsableCommand {
         let scenario = Scenario(rawValue: self.scenario)!
 
         var server: SpawnedServer?
-        var endpoint = Endpoint(url: url) ?? Endpoint(host: "127.0.0.1", port: 8080)
+        var streamEndpoints = urls.compactMap(Endpoint.init(url:))
+        var endpoint = streamEndpoints.first ?? Endpoint(host: "127.0.0.1", port: 8080)
         var credentials: any BenchCredentials
         var label = self.label ?? "tidings"
         if let spawnCommand {
@@ -104,6 +115,7 @@ struct Bench: AsyncParsableCommand {
             let command = serverCpuPrefix() + spawnCommand.split(separator: " ").map { $0.replacingOccurrences(of: "{port}", with: "\(port)") }
             server = try await start(command, port: port, logger: logger)
             endpoint = Endpoint(host: "127.0.0.1", port: port)
+            streamEndpoints = [endpoint]
             credentials = UserIDCredentials()
             label = self.label ?? URL(fileURLWithPath: command.first(where: { !$0.hasPrefix("-") && !$0.contains("taskset") && Int($0) == nil }) ?? "server").lastPathComponent
         } else if spawn {
@@ -117,17 +129,19 @@ struct Bench: AsyncParsableCommand {
             ] + serverArg
             server = try await start(command, port: port, logger: logger)
             endpoint = Endpoint(host: "127.0.0.1", port: port)
+            streamEndpoints = [endpoint]
             credentials = await JWTCredentials.make(secret: secret, publisher: publisherToken ?? publishKey)
         } else if let jwtSecret {
             credentials = await JWTCredentials.make(secret: jwtSecret, publisher: publisherToken)
         } else {
             credentials = StaticCredentials(subscriber: subscriberToken, publisher: publisherToken)
         }
-        if !endpoint.isLoopback {
-            logger.warning("the target is not a loopback address: only load what you own", metadata: ["target": "\(endpoint)"])
+        for target in streamEndpoints where !target.isLoopback {
+            logger.warning("the target is not a loopback address: only load what you own", metadata: ["target": "\(target)"])
         }
 
         var options = BenchOptions(scenario: scenario, endpoint: endpoint)
+        options.streamEndpoints = streamEndpoints
         options.label = label
         if let connections { options.subscribers = connections }
         if let rate { options.rate = rate }
@@ -148,6 +162,7 @@ struct Bench: AsyncParsableCommand {
         options.serverPID = server?.pid ?? serverPid
         options.serverCPU = server == nil ? nil : serverCpu
         options.loadCPU = loadCpu
+        options.windowHook = windowHook
 
         let runner = BenchRunner(
             options: options, credentials: credentials, pinLoadTo: loadCpu.flatMap(Self.cpuList), logger: logger)
@@ -170,6 +185,9 @@ struct Bench: AsyncParsableCommand {
         }
         print(json ? report.json() : report.humanReadable())
     }
+
+    /// The `--url` values, or the default gateway.
+    private var urls: [String] { url.isEmpty ? ["http://127.0.0.1:8080"] : url }
 
     private func start(_ command: [String], port: Int, logger: Logger) async throws -> SpawnedServer {
         let logPath = FileManager.default.temporaryDirectory.appendingPathComponent("tidings-bench-server-\(port).log").path

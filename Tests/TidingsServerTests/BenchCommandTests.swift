@@ -1,6 +1,8 @@
 import Foundation
+import NIOHTTP1
 import Testing
 import TidingsBench
+import TidingsServer
 
 /// `tidings bench` (the load tool behind `make bench`) run as a user would, against a real
 /// gateway, with its JSON report checked against what the gateway must have done.
@@ -55,6 +57,73 @@ struct BenchCommandTests {
             #expect(number(report, "publishing.connectionErrors") == 0)
             #expect(((report["publishing"] as? [String: Any])?["rejected"] as? [String: Any])?.isEmpty == true)
         }
+    }
+
+    /// A counter's value in a gateway's `GET /metrics` (0 when it is not there yet).
+    private func metric(_ server: TestServer, _ name: String) async throws -> Double {
+        let reply = try await server.request(.GET, "/metrics")
+        let line = reply.body.split(separator: "\n").first { $0.hasPrefix(name + " ") }
+        return line.flatMap { Double($0.split(separator: " ")[1]) } ?? 0
+    }
+
+    @Test func streamsGoRoundRobinOverEveryURLAndPublishesToTheFirst() async throws {
+        // Two memory-mode gateways share nothing: a topic event published to the first reaches
+        // exactly the streams opened on the first, which round-robin makes every other one.
+        try await TestServer.run { first in
+            try await TestServer.run { second in
+                let report = try await report([
+                    "fanout", "--url", first.baseURL, "--url", second.baseURL, "--jwt-secret", TestServer.secret,
+                    "--connections", "6", "--rate", "40", "--warmup", "0.5s", "--duration", "1.5s",
+                ])
+                #expect(number(report, "connections.opened") == 6)
+                #expect(number(report, "connections.failed") == 0)
+                let accepted = try #require(number(report, "publishing.acceptedEvents"))
+                #expect(accepted >= 30, "about 40/s for 1.5 s")
+                #expect(number(report, "delivery.events") == accepted * 3, "3 of the 6 streams are on the publishers' gateway")
+                #expect(try await metric(first, "tidings_publish_requests_total") >= accepted)
+                #expect(try await metric(second, "tidings_publish_requests_total") == 0, "the publishers use the first URL only")
+                #expect((report["target"] as? String)?.contains(second.baseURL) == true)
+            }
+        }
+    }
+
+    @Test(.enabled(if: GatewayDatabase.isConfigured, "needs TIDINGS_TEST_DATABASE_URL (make test sets it)"))
+    func usersOverTwoGatewaysOnOneDatabaseReceiveEveryEvent() async throws {
+        // PostgreSQL mode: whichever gateway a user's stream is on, the event published to the
+        // first reaches it through the database.
+        try await GatewayDatabase.with { url in
+            try await TestServer.run({ $0.databaseURL = url }) { first in
+                try await TestServer.run({ $0.databaseURL = url }) { second in
+                    let report = try await report([
+                        "users", "--url", first.baseURL, "--url", second.baseURL, "--jwt-secret", TestServer.secret,
+                        "--connections", "10", "--publish-connections", "2", "--warmup", "0.5s", "--duration", "1.5s",
+                    ])
+                    #expect(number(report, "connections.opened") == 10)
+                    let accepted = try #require(number(report, "publishing.acceptedEvents"))
+                    #expect(accepted > 0)
+                    #expect(number(report, "delivery.events") == accepted, "accepted \(accepted)")
+                    #expect(try await metric(second, "tidings_publish_requests_total") == 0)
+                    #expect(try await metric(second, "tidings_events_delivered_total") > 0, "half the users are on the second gateway")
+                }
+            }
+        }
+    }
+
+    @Test func theWindowHookRunsAtTheWindowsStartAndEnd() async throws {
+        let log = FileManager.default.temporaryDirectory.appendingPathComponent("tidings-hook-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: log) }
+        try await TestServer.run { server in
+            let report = try await report([
+                "users", "--url", server.baseURL, "--jwt-secret", TestServer.secret, "--connections", "2",
+                "--warmup", "0.2s", "--duration", "1s", "--window-hook", "echo >>\(log)",
+            ])
+            #expect((report["notes"] as? [String])?.isEmpty == true)
+        }
+        #expect(try String(contentsOfFile: log, encoding: .utf8) == "start\nend\n")
+        let failing = try await report([
+            "idle", "--spawn", "--connections", "2", "--settle", "0.1s", "--duration", "0.2s", "--window-hook", "exit 3 #",
+        ])
+        #expect((failing["notes"] as? [String])?.contains { $0.contains("status 3") } == true)
     }
 
     @Test func replayAndIdleAgainstASpawnedServer() async throws {

@@ -3,7 +3,8 @@ import NIOCore
 import NIOPosix
 
 /// The load generator's threads: `StreamLoop`s reading the SSE streams and one NIO event loop
-/// for the publishers.
+/// for the publishers. The streams are spread over `streamEndpoints` round-robin by index; the
+/// publishers go to `endpoint`.
 ///
 /// The async functions here only orchestrate (ramp, windows, totals); the per-event work runs on
 /// the loops' threads.
@@ -13,15 +14,17 @@ struct Harness: Sendable {
     let streams: [StreamLoop]
     let endpoint: Endpoint
 
-    /// `reconnect`: reopen streams the server ends, with Last-Event-ID.
-    static func make(threads: Int, endpoint: Endpoint, reconnect: Bool) async throws -> Harness {
-        let address: SocketAddress
-        do {
-            address = try SocketAddress.makeAddressResolvingHost(endpoint.host, port: endpoint.port)
-        } catch {
-            throw BenchError("cannot resolve \(endpoint.host): \(error)")
+    /// `reconnect`: reopen streams the server ends, with Last-Event-ID. `streamEndpoints`: where
+    /// the streams go (stream `i` to the `i % count`th); empty for `endpoint` alone.
+    static func make(threads: Int, endpoint: Endpoint, streamEndpoints: [Endpoint] = [], reconnect: Bool) async throws -> Harness {
+        let targets = try (streamEndpoints.isEmpty ? [endpoint] : streamEndpoints).map { endpoint in
+            do {
+                return StreamTarget(endpoint: endpoint, address: try SocketAddress.makeAddressResolvingHost(endpoint.host, port: endpoint.port))
+            } catch {
+                throw BenchError("cannot resolve \(endpoint.host): \(error)")
+            }
         }
-        let streams = try (0..<max(1, threads)).map { _ in try StreamLoop(endpoint: endpoint, address: address, reconnect: reconnect) }
+        let streams = try (0..<max(1, threads)).map { _ in try StreamLoop(targets: targets, reconnect: reconnect) }
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         return Harness(group: group, streams: streams, endpoint: endpoint)
     }

@@ -4,10 +4,17 @@ import NIOCore
 import NIOPosix
 import Synchronization
 
-/// How one subscriber connects: its request path and token.
+/// How one subscriber connects: its request path (below the gateway's base path) and token.
 struct SubscriberSpec: Sendable {
+    /// `/events…`; the base path of the gateway the stream goes to is put in front.
     var path: String
     var token: String?
+}
+
+/// A gateway the streams go to, with its address resolved once.
+struct StreamTarget: Sendable {
+    var endpoint: Endpoint
+    var address: SocketAddress
 }
 
 /// Why a stream could not be opened.
@@ -56,8 +63,9 @@ final class StreamLoop: @unchecked Sendable {
     private static let readSize = 64 * 1024
     private static let maxEvents: Int32 = 1024
 
-    private let endpoint: Endpoint
-    private let address: SocketAddress
+    /// The gateways, each with its resolved address: stream `index` goes to
+    /// `targets[index % targets.count]` (reopened streams too).
+    private let targets: [StreamTarget]
     private let epoll: CInt
     private let wakeRead: CInt
     private let wakeWrite: CInt
@@ -80,9 +88,9 @@ final class StreamLoop: @unchecked Sendable {
     private var timers: [(deadline: UInt64, action: () -> Void)] = []
     private var nextDeadline = UInt64.max
 
-    init(endpoint: Endpoint, address: SocketAddress, reconnect: Bool = true) throws {
-        self.endpoint = endpoint
-        self.address = address
+    init(targets: [StreamTarget], reconnect: Bool = true) throws {
+        precondition(!targets.isEmpty, "a stream loop needs a gateway")
+        self.targets = targets
         self.reconnect = reconnect
         epoll = epoll_create1(Int32(EPOLL_CLOEXEC))
         guard epoll >= 0 else { throw BenchError("epoll_create1: \(String(cString: strerror(errno)))") }
@@ -155,7 +163,8 @@ final class StreamLoop: @unchecked Sendable {
         _ spec: SubscriberSpec, index: Int, lastEventID: Int64? = nil,
         done: @escaping (Result<Void, StreamOpenError>) -> Void = { _ in }
     ) {
-        let family = address.protocol == .inet6 ? AF_INET6 : AF_INET
+        let target = targets[index % targets.count]
+        let family = target.address.protocol == .inet6 ? AF_INET6 : AF_INET
         let fd = socket(family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else {
             let message = "connect: socket: \(String(cString: strerror(errno)))"
@@ -168,7 +177,7 @@ final class StreamLoop: @unchecked Sendable {
         _ = setsockopt(fd, CInt(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<CInt>.size))
         reserve(Int(fd) + 1)
         let request = RequestWriter.subscribe(
-            path: spec.path, host: endpoint.hostHeader, token: spec.token, lastEventID: lastEventID, allocator: ByteBufferAllocator())
+            path: target.endpoint.basePath + spec.path, host: target.endpoint.hostHeader, token: spec.token, lastEventID: lastEventID, allocator: ByteBufferAllocator())
         slots[Int(fd)] = Slot(
             inUse: true, connecting: true, index: index, request: Array(request.readableBytesView), spec: spec,
             resumedFrom: lastEventID, onOpen: done)
@@ -181,7 +190,7 @@ final class StreamLoop: @unchecked Sendable {
         event.events = EPOLLIN.rawValue | EPOLLOUT.rawValue | EPOLLRDHUP.rawValue
         event.data.fd = fd
         _ = epoll_ctl(epoll, EPOLL_CTL_ADD, fd, &event)
-        let result = address.withSockAddr { connect(fd, $0, socklen_t($1)) }
+        let result = target.address.withSockAddr { connect(fd, $0, socklen_t($1)) }
         if result != 0, errno != EINPROGRESS {
             failConnect(fd, errno)
         }
