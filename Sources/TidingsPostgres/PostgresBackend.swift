@@ -51,7 +51,9 @@ public final class PostgresBackend: ReadinessSource {
     ) async throws -> PostgresBackend {
         let factory = metricsFactory ?? MetricsSystem.factory
         let parameters = ConnectionParameters(url: configuration.url)
-        let pool = ConnectionPool(parameters: parameters, size: configuration.poolSize, logger: logger)
+        let pool = ConnectionPool(
+            parameters: parameters, size: configuration.poolSize, logger: logger,
+            roundTrips: Counter(label: "tidings_database_round_trips_total", dimensions: [("connection", "pool")], factory: factory))
         let horizon: EventID
         do {
             horizon = try await pool.withConnection { connection in

@@ -43,6 +43,11 @@ struct PostgresGatewayTests {
                 let metrics = try await server.request(.GET, "/metrics").body
                 #expect(metrics.contains(#"tidings_commit_to_delivery_seconds_bucket{le="0.05"}"#))
                 #expect(metrics.contains("tidings_commit_to_delivery_seconds_count 3"))
+                // What this gateway asks of the database, by connection.
+                for connection in ["pool", "listener"] {
+                    let line = metrics.split(separator: "\n").first { $0.hasPrefix(#"tidings_database_round_trips_total{connection="\#(connection)"}"#) }
+                    #expect((line?.split(separator: " ").last.flatMap { Int($0) } ?? 0) > 0, "no round trips counted for \(connection)")
+                }
             }
         }
     }

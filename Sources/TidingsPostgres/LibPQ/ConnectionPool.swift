@@ -1,4 +1,5 @@
 import Logging
+import Metrics
 import NIOPosix
 import Synchronization
 
@@ -19,10 +20,12 @@ final class ConnectionPool: Sendable {
     private let threads: NIOThreadPool
     private let idle = Mutex<[PGConnection]>([])
     private let logger: Logger
+    private let roundTrips: Counter?
 
-    init(parameters: ConnectionParameters, size: Int, logger: Logger) {
+    init(parameters: ConnectionParameters, size: Int, logger: Logger, roundTrips: Counter? = nil) {
         self.parameters = parameters
         self.logger = logger
+        self.roundTrips = roundTrips
         self.threads = NIOThreadPool(numberOfThreads: max(1, size))
         threads.start()
     }
@@ -65,7 +68,9 @@ final class ConnectionPool: Sendable {
             if isUsable(connection) { return connection }
             connection.close()
         }
-        return try PGConnection.connect(parameters, logger: logger)
+        let connection = try PGConnection.connect(parameters, logger: logger)
+        connection.roundTrips = roundTrips
+        return connection
     }
 
     private func checkIn(_ connection: PGConnection) {

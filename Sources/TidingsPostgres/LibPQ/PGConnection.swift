@@ -1,5 +1,6 @@
 import CLibPQ
 import Logging
+import Metrics
 import Synchronization
 
 #if canImport(Glibc)
@@ -17,6 +18,8 @@ final class PGConnection: @unchecked Sendable {
     private let handle: OpaquePointer
     private let notices: Unmanaged<NoticeSink>
     private var closed = false
+    /// Counts this connection's round trips (`tidings_database_round_trips_total`), when set.
+    var roundTrips: Counter?
 
     private init(handle: OpaquePointer, notices: Unmanaged<NoticeSink>) {
         self.handle = handle
@@ -101,6 +104,7 @@ final class PGConnection: @unchecked Sendable {
         let result = pointers.withUnsafeBufferPointer { buffer in
             PQexecParams(handle, sql, Int32(buffer.count), nil, buffer.baseAddress, nil, nil, 0)
         }
+        roundTrips?.increment()
         return try consume(result)
     }
 
@@ -108,7 +112,8 @@ final class PGConnection: @unchecked Sendable {
     /// rows of the last one.
     @discardableResult
     func execute(_ sql: String) throws(PostgresError) -> PGRows {
-        try consume(PQexec(handle, sql))
+        roundTrips?.increment()
+        return try consume(PQexec(handle, sql))
     }
 
     /// Runs `body` in a transaction: COMMIT when it returns, ROLLBACK when it throws.

@@ -234,6 +234,7 @@ final class ListenerLoop: @unchecked Sendable {
 
     private func connect() throws {
         let connection = try PGConnection.connect(parameters, logger: logger)
+        connection.roundTrips = metrics.roundTrips
         do {
             let bounds = "SET statement_timeout = \(settings.statementTimeout.milliseconds); "
                 + "SET lock_timeout = \(settings.lockTimeout.milliseconds); "
