@@ -168,7 +168,9 @@ def window(samples, report_path):
             before = start["gateways"].get(name, {})
             after = end["gateways"].get(name, {})
             for counter, key in (("tidings_publish_requests_total", "publishRequestsPerSecond"),
-                                 ("tidings_events_delivered_total", "deliveredPerSecond")):
+                                 ("tidings_events_delivered_total", "deliveredPerSecond"),
+                                 ('tidings_database_round_trips_total{connection="pool"}', "poolQueriesPerSecond"),
+                                 ('tidings_database_round_trips_total{connection="listener"}', "listenerQueriesPerSecond")):
                 if counter in after and counter in before:
                     item[key] = (after[counter] - before[counter]) / seconds
         delta = lambda key: end["db"][key] - start["db"][key]

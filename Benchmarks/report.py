@@ -211,7 +211,7 @@ def multi_section(runs):
            "gateway: the CPU of the backends whose `application_name` is that gateway's (pg_stat_activity → "
            "/proc/<pid>/stat). Transactions: pg_stat_database, all gateways together (backends flush their counts "
            "about once a second, so ±1 s of them at each end).", "",
-           "| offered/s | gateways | published/s | delivered/s | latency p50 / p99 | database CPU | transactions/s | rows read/s | per gateway: backends, backend CPU, deliveries/s |",
+           "| offered/s | gateways | published/s | delivered/s | latency p50 / p99 | database CPU | transactions/s | rows read/s | per gateway: backends, backend CPU, deliveries/s, its queries/s (`tidings_database_round_trips_total`) |",
            "|---|---|---|---|---|---|---|---|---|"]
     for rate in rates:
         for server in ("one", "three"):
@@ -228,7 +228,9 @@ def multi_section(runs):
             per = "; ".join(
                 f"{name}: {fmt(med(f'database.instances.{name}.backends'), 'n')}, "
                 f"{fmt(med(f'database.instances.{name}.cpuPercent'), 'pct')}, "
-                f"{fmt(med(f'database.instances.{name}.deliveredPerSecond'), 'rate')}" for name in names)
+                f"{fmt(med(f'database.instances.{name}.deliveredPerSecond'), 'rate')}, "
+                f"queries/s {fmt(med(f'database.instances.{name}.poolQueriesPerSecond'), 'rate')} pool + "
+                f"{fmt(med(f'database.instances.{name}.listenerQueriesPerSecond'), 'rate')} listener" for name in names)
             out.append(f"| {rate:,} | {1 if server == 'one' else 3} | {fmt(med('publishing.acceptedPerSecond'), 'rate')} | "
                        f"{fmt(med('delivery.perSecond'), 'rate')} | {fmt(p50, 'ms')} / {fmt(p99, 'ms')} | "
                        f"{fmt(med('database.cpuPercent'), 'pct')} | {fmt(med('database.transactionsPerSecond'), 'rate')} | "
