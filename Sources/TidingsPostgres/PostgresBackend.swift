@@ -90,7 +90,7 @@ public final class PostgresBackend: ReadinessSource {
             pool: pool, retention: configuration.retention, interval: configuration.pruneInterval, logger: logger)
         return PostgresBackend(
             pool: pool,
-            store: PostgresEventStore(pool: pool, retention: configuration.retention, metricsFactory: factory),
+            store: PostgresEventStore(pool: pool, retention: configuration.retention, metricsFactory: factory, logger: logger),
             tickets: PostgresTicketStore(pool: pool),
             listener: listener,
             pruner: pruner,

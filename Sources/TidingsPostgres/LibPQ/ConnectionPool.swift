@@ -16,6 +16,8 @@ import Darwin
 /// checked without blocking before reuse, so a server restart or `pg_terminate_backend` costs a
 /// reconnect, not a failed request.
 final class ConnectionPool: Sendable {
+    /// Connections (and threads) at most.
+    let size: Int
     private let parameters: ConnectionParameters
     private let threads: NIOThreadPool
     private let idle = Mutex<[PGConnection]>([])
@@ -26,7 +28,8 @@ final class ConnectionPool: Sendable {
         self.parameters = parameters
         self.logger = logger
         self.roundTrips = roundTrips
-        self.threads = NIOThreadPool(numberOfThreads: max(1, size))
+        self.size = max(1, size)
+        self.threads = NIOThreadPool(numberOfThreads: self.size)
         threads.start()
     }
 

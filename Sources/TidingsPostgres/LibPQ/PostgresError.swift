@@ -61,6 +61,12 @@ public struct PostgresError: Error, Sendable, CustomStringConvertible, CustomDeb
         code == .connectionFailed || code == .connectionLost
     }
 
+    /// The database refused a statement or answered unexpectedly: about the statement or its
+    /// data, not the connection (lost, refused, shut down).
+    var isRequestError: Bool {
+        code == .queryFailed || code == .unexpectedResult
+    }
+
     /// A statement that hit `lock_timeout` (55P03) or `statement_timeout` (57014).
     var isTimeout: Bool {
         code == .queryFailed && (sqlState == "55P03" || sqlState == "57014")

@@ -1,82 +1,162 @@
+import Logging
 import Metrics
+import Synchronization
 import TidingsCore
 
 /// Events in PostgreSQL: `tidings.events`.
 ///
-/// `publish` stores a request in one transaction and returns after COMMIT; the listener, not the
-/// store, delivers to the bus. A batch is one multi-row INSERT. Idempotency keys are claimed with
-/// `INSERT … ON CONFLICT` in the same transaction, so of two concurrent publishes with one key
-/// exactly one stores its event (the other waits for it and returns its id).
+/// `publish` returns after COMMIT; the listener, not the store, delivers to the bus.
+///
+/// **Group commit.** Concurrent publish requests share one transaction and one COMMIT (one WAL
+/// flush): a request that finds one of the pool's connections free starts a transaction at
+/// once, alone; requests that arrive while every connection is in a publish transaction wait
+/// and go together in the next one (``GroupCommitQueue``). A group takes one range of ids
+/// (`tidings.take_event_ids`) and is one multi-row INSERT. Each request keeps its own answer:
+/// if the group's transaction fails for anything but a lost connection (the database rejected
+/// one request's data, say), nothing of it was stored and each request runs again alone, so
+/// one request's bad input never fails another. A request once queued is carried out even if
+/// its task is cancelled.
+///
+/// Idempotency keys are per (publisher, key) and claimed with `INSERT … ON CONFLICT` in the
+/// transaction that stores the event, so of two concurrent publishes with one key exactly one
+/// stores its event (the other waits for it and returns its id). Within a group, requests are
+/// taken in arrival order, exactly as if they had run one after the other.
 ///
 /// Retention: an event is gone once it is older than `retention`, even before it is pruned.
 /// "Gone" is a prefix of the id order: `cut` is the highest id that is pruned or in the run of
 /// expired events that follows, and every id at or below it counts as gone.
+///
+/// Metrics: `tidings_events_published_total` (events stored) and
+/// `tidings_publish_transactions_total` (publish transactions committed; events per commit is
+/// the first divided by the second).
 public final class PostgresEventStore: EventStore {
+    /// Most one group transaction takes: 4,096 events or 8 MiB of data (a single larger request
+    /// still runs, alone).
+    static let groupLimit = GroupCommitSize(events: 4_096, bytes: 8 << 20)
+
     private let pool: ConnectionPool
     private let retention: Duration
     private let published: Counter
+    private let transactions: Counter
+    private let logger: Logger
+    private let queue: Mutex<GroupCommitQueue<Waiter>>
     /// How long to ask while the server still reports a lost COMMIT's transaction in progress.
     let commitOutcomeWait: Duration = .seconds(5)
 
-    init(pool: ConnectionPool, retention: Duration, metricsFactory: any MetricsFactory) {
+    /// At most one publish transaction per pool connection runs at a time.
+    init(
+        pool: ConnectionPool,
+        retention: Duration,
+        metricsFactory: any MetricsFactory,
+        logger: Logger,
+        groupLimit: GroupCommitSize = PostgresEventStore.groupLimit
+    ) {
         self.pool = pool
         self.retention = retention
         self.published = Counter(label: "tidings_events_published_total", factory: metricsFactory)
+        self.transactions = Counter(label: "tidings_publish_transactions_total", factory: metricsFactory)
+        self.logger = logger
+        self.queue = Mutex(GroupCommitQueue(maxInFlight: pool.size, limit: groupLimit))
+    }
+
+    /// A request waiting for its group's outcome.
+    struct Waiter: Sendable {
+        var request: PublishEntry
+        var answer: CheckedContinuation<Result<[EventID], any Error>, Never>
     }
 
     public func publish(_ events: [NewEvent], publisher: String) async throws -> [EventID] {
         guard !events.isEmpty else { return [] }
+        let request = PublishEntry(events: events, publisher: publisher)
+        let size = GroupCommitSize(events: events.count, bytes: request.dataBytes)
+        let result = await withCheckedContinuation { (answer: CheckedContinuation<Result<[EventID], any Error>, Never>) in
+            let group = queue.withLock { $0.enqueue(Waiter(request: request, answer: answer), size: size) }
+            if let group { startSlot(with: group) }
+        }
+        return try result.get()
+    }
+
+    /// Requests waiting and publish transactions running (for tests).
+    var groupCommitState: (queued: Int, inFlight: Int) {
+        queue.withLock { ($0.queued, $0.inFlight) }
+    }
+
+    /// Runs groups on one transaction slot until nothing waits. In a task of its own: the group
+    /// belongs to all its requests, so no request's cancellation may cut it short.
+    private func startSlot(with group: [Waiter]) {
+        Task {
+            var group = group
+            while true {
+                let results = await self.run(group.map(\.request))
+                // The slot is free (or has its next group) before the answers go: a publisher
+                // that sends its next request at once finds it free, not busy.
+                let next = self.queue.withLock { $0.finished() }
+                for (waiter, result) in zip(group, results) { waiter.answer.resume(returning: result) }
+                guard let next else { return }
+                group = next
+            }
+        }
+    }
+
+    /// Each request's outcome: all in one transaction, or, when that fails for anything but the
+    /// connection (some request's data was rejected), each request alone.
+    private func run(_ requests: [PublishEntry]) async -> [Result<[EventID], any Error>] {
+        do {
+            return try await commit(requests).ids.map { .success($0) }
+        } catch let error as PostgresError where requests.count > 1 && error.isRequestError {
+            logger.notice(
+                "publish group failed, its requests run one by one",
+                metadata: [
+                    PostgresLogKey.count: "\(requests.count)",
+                    PostgresLogKey.error: "\(error)",
+                    PostgresLogKey.sqlState: "\(error.sqlState ?? "")",
+                ])
+            var results: [Result<[EventID], any Error>] = []
+            for request in requests {
+                do {
+                    results.append(.success(try await commit([request]).ids[0]))
+                } catch {
+                    results.append(.failure(error))
+                }
+            }
+            return results
+        } catch {
+            return requests.map { _ in .failure(error) }
+        }
+    }
+
+    /// One transaction for `requests`, with the lost-connection cases handled: lost before it
+    /// began, one retry; lost at COMMIT, the server is asked.
+    private func commit(_ requests: [PublishEntry]) async throws -> GroupResult {
         let retentionSeconds = String(retention.seconds)
-        let result: PublishResult
+        let result: GroupResult
         do {
             do {
-                result = try await publishOnce(events, publisher: publisher, retentionSeconds: retentionSeconds)
+                result = try await commitOnce(requests, retentionSeconds: retentionSeconds)
             } catch is LostBeforeTransaction {
                 // The connection died before the transaction began (the server restarted since it
                 // was last used): nothing was sent, so one retry on a fresh connection is safe.
-                result = try await publishOnce(events, publisher: publisher, retentionSeconds: retentionSeconds)
+                result = try await commitOnce(requests, retentionSeconds: retentionSeconds)
             }
         } catch let lost as LostAtCommit {
             result = try await outcome(of: lost)
         }
-        let ids = result.ids
-        let stored = result.stored
-        if stored > 0 { published.increment(by: stored) }
-        return ids
+        transactions.increment()
+        if result.stored > 0 { published.increment(by: result.stored) }
+        return result
     }
 
-    /// `BEGIN` with a synchronous commit (an asynchronous one lost in a crash would re-issue ids
-    /// that listeners already delivered), taking the transaction id before any event id (see
-    /// DeliveryOrder). Returns the transaction id, to ask for the outcome if COMMIT is lost.
-    private static func begin(on connection: PGConnection) throws -> String {
-        let failure: PostgresError
-        do {
-            return try connection.execute(
-                "BEGIN; SET LOCAL synchronous_commit = on; SELECT pg_current_xact_id()::text"
-            ).single(orMore: false).string(0)
-        } catch {
-            failure = error
-        }
-        if failure.isConnectionError { throw LostBeforeTransaction(underlying: failure) }
-        throw failure
-    }
-
-    private struct PublishResult: Sendable {
-        var ids: [EventID]
-        var stored: Int
-    }
-
-    private func publishOnce(_ events: [NewEvent], publisher: String, retentionSeconds: String) async throws -> PublishResult {
-        try await pool.withConnection { (connection: PGConnection) throws -> PublishResult in
-            let (ids, stored) = try Self.publish(events, publisher: publisher, retentionSeconds: retentionSeconds, on: connection)
-            return PublishResult(ids: ids, stored: stored)
+    private func commitOnce(_ requests: [PublishEntry], retentionSeconds: String) async throws -> GroupResult {
+        try await pool.withConnection { (connection: PGConnection) throws -> GroupResult in
+            try Self.publish(requests, retentionSeconds: retentionSeconds, on: connection)
         }
     }
 
     /// The connection was lost while COMMIT was on its way: the transaction may have committed.
     /// A fresh connection asks the server (`pg_xact_status`): the ids if it committed, "nothing
-    /// stored" if it aborted, ``CommitOutcomeUnknownError`` if that cannot be known.
-    private func outcome(of lost: LostAtCommit) async throws -> PublishResult {
+    /// stored" if it aborted, ``CommitOutcomeUnknownError`` if that cannot be known — the same
+    /// answer for every request of the group.
+    private func outcome(of lost: LostAtCommit) async throws -> GroupResult {
         let clock = ContinuousClock()
         let deadline = clock.now + commitOutcomeWait
         while true {
@@ -91,7 +171,7 @@ public final class PostgresEventStore: EventStore {
             }
             switch status {
             case "committed":
-                return PublishResult(ids: lost.ids, stored: lost.stored)
+                return lost.result
             case "aborted":
                 throw lost.underlying
             case "in progress" where clock.now < deadline:
@@ -101,101 +181,6 @@ public final class PostgresEventStore: EventStore {
                 throw CommitOutcomeUnknownError()
             }
         }
-    }
-
-    /// The transaction of one publish request; returns the ids and how many events it stored.
-    static func publish(
-        _ events: [NewEvent],
-        publisher: String,
-        retentionSeconds: String,
-        on connection: PGConnection
-    ) throws -> ([EventID], Int) {
-        // The first occurrence of each key in the request; later ones repeat its id.
-        var firstIndexOfKey: [String: Int] = [:]
-        var keys: [String] = []
-        for (index, event) in events.enumerated() {
-            guard let key = event.idempotencyKey, firstIndexOfKey[key] == nil else { continue }
-            firstIndexOfKey[key] = index
-            keys.append(key)
-        }
-        let transactionID = try Self.begin(on: connection)
-        let (ids, stored) = try connection.inTransaction(commit: false) { () throws -> ([EventID], Int) in
-            var existing: [String: EventID] = [:]
-            if !keys.isEmpty {
-                let claimed = try connection.query(
-                    """
-                    INSERT INTO tidings.idempotency_keys AS k (publisher, key)
-                    SELECT $1, unnest($2::text[])
-                    ON CONFLICT (publisher, key) DO UPDATE SET event_id = NULL, created_at = now()
-                        WHERE k.created_at < now() - $3::float8 * interval '1 second'
-                    RETURNING key
-                    """,
-                    [publisher, PGArray.text(keys.sorted()), retentionSeconds])  // sorted: one lock order, no deadlock
-                let claimedKeys = Set(try claimed.rows.map { try $0.string(0) })
-                let taken = keys.filter { !claimedKeys.contains($0) }
-                if !taken.isEmpty {
-                    let rows = try connection.query(
-                        "SELECT key, event_id FROM tidings.idempotency_keys WHERE publisher = $1 AND key = ANY ($2::text[])",
-                        [publisher, PGArray.text(taken)])
-                    for row in rows.rows {
-                        guard let id = try row.optionalInt64(1) else { throw PostgresError(.unexpectedResult) }
-                        existing[try row.string(0)] = id
-                    }
-                    guard existing.count == taken.count else { throw PostgresError(.unexpectedResult) }
-                }
-            }
-            // Which events are stored: not a repeat of a key used before or earlier in the request.
-            var toStore: [Int] = []
-            for (index, event) in events.enumerated() {
-                if let key = event.idempotencyKey, existing[key] != nil || firstIndexOfKey[key] != index { continue }
-                toStore.append(index)
-            }
-            var ids = [EventID](repeating: 0, count: events.count)
-            if !toStore.isEmpty {
-                // The order lock, then the ids (see OrderLock).
-                let sequence = try connection.query(
-                    "SELECT unnest(tidings.take_event_ids($1::int))", [String(toStore.count)])
-                let newIDs = try sequence.rows.map { try $0.int64(0) }.sorted()
-                guard newIDs.count == toStore.count else { throw PostgresError(.unexpectedResult) }
-                for (offset, index) in toStore.enumerated() { ids[index] = newIDs[offset] }
-                try connection.query(
-                    """
-                    INSERT INTO tidings.events (id, targets, event, data)
-                    SELECT u.id, string_to_array(u.targets, ' '), u.event, u.data::json
-                    FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[]) AS u(id, targets, event, data)
-                    """,
-                    [
-                        PGArray.int64(newIDs),
-                        PGArray.text(toStore.map { events[$0].targets.map(\.description).joined(separator: " ") }),
-                        PGArray.text(toStore.map { events[$0].type.rawValue }),
-                        PGArray.text(toStore.map { events[$0].data }),
-                    ])
-            }
-            for (index, event) in events.enumerated() where ids[index] == 0 {
-                let key = event.idempotencyKey!
-                ids[index] = existing[key] ?? ids[firstIndexOfKey[key]!]
-            }
-            let claimedKeys = keys.filter { existing[$0] == nil }
-            if !claimedKeys.isEmpty {
-                try connection.query(
-                    """
-                    UPDATE tidings.idempotency_keys AS k SET event_id = u.id
-                    FROM unnest($2::text[], $3::bigint[]) AS u(key, id)
-                    WHERE k.publisher = $1 AND k.key = u.key
-                    """,
-                    [publisher, PGArray.text(claimedKeys), PGArray.int64(claimedKeys.map { ids[firstIndexOfKey[$0]!] })])
-            }
-            return (ids, toStore.count)
-        }
-        do {
-            try connection.execute("COMMIT")
-        } catch where error.isConnectionError {
-            throw LostAtCommit(underlying: error, transactionID: transactionID, ids: ids, stored: stored)
-        } catch {
-            if !connection.isBroken, connection.isInTransaction { _ = try? connection.execute("ROLLBACK") }
-            throw error
-        }
-        return (ids, stored)
     }
 
     /// The database accounts for every id it issued.
@@ -255,6 +240,6 @@ struct LostBeforeTransaction: Error {
 struct LostAtCommit: Error {
     var underlying: PostgresError
     var transactionID: String
-    var ids: [EventID]
-    var stored: Int
+    /// What the transaction stored, if it committed.
+    var result: PostgresEventStore.GroupResult
 }

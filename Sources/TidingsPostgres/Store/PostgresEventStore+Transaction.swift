@@ -1,0 +1,174 @@
+import TidingsCore
+
+/// The events of one publish request and who sent them.
+struct PublishEntry: Sendable {
+    var events: [NewEvent]
+    var publisher: String
+
+    /// The request's size for ``GroupCommitQueue``'s byte limit: its data and targets.
+    var dataBytes: Int {
+        events.reduce(0) { total, event in
+            total + event.data.utf8.count + event.targets.reduce(0) { $0 + $1.description.utf8.count + 1 }
+        }
+    }
+}
+
+extension PostgresEventStore {
+    /// What a group transaction stored: each request's ids, in request order, and how many
+    /// events it stored.
+    struct GroupResult: Sendable {
+        var ids: [[EventID]]
+        var stored: Int
+    }
+
+    /// An idempotency key: a publisher's own.
+    private struct Key: Hashable, Comparable {
+        var publisher: String
+        var key: String
+
+        static func < (a: Key, b: Key) -> Bool {
+            (a.publisher, a.key) < (b.publisher, b.key)
+        }
+    }
+
+    /// Where an event is in a group: its request and its place in that request.
+    private struct Position: Hashable {
+        var request: Int
+        var event: Int
+    }
+
+    /// `BEGIN` with a synchronous commit (an asynchronous one lost in a crash would re-issue ids
+    /// that listeners already delivered), taking the transaction id before any event id (see
+    /// DeliveryOrder). Returns the transaction id, to ask for the outcome if COMMIT is lost.
+    private static func begin(on connection: PGConnection) throws -> String {
+        let failure: PostgresError
+        do {
+            return try connection.execute(
+                "BEGIN; SET LOCAL synchronous_commit = on; SELECT pg_current_xact_id()::text"
+            ).single(orMore: false).string(0)
+        } catch {
+            failure = error
+        }
+        if failure.isConnectionError { throw LostBeforeTransaction(underlying: failure) }
+        throw failure
+    }
+
+    /// The transaction of a group of publish requests, taken in order as if each ran after the
+    /// one before: one claim of their idempotency keys, one `take_event_ids`, one INSERT, one
+    /// COMMIT. Returns each request's ids and how many events were stored.
+    static func publish(_ requests: [PublishEntry], retentionSeconds: String, on connection: PGConnection) throws -> GroupResult {
+        // The first occurrence of each key in the group; later ones repeat its id.
+        var firstOfKey: [Key: Position] = [:]
+        var keys: [Key] = []
+        for (request, entry) in requests.enumerated() {
+            for (index, event) in entry.events.enumerated() {
+                guard let key = event.idempotencyKey.map({ Key(publisher: entry.publisher, key: $0) }), firstOfKey[key] == nil else {
+                    continue
+                }
+                firstOfKey[key] = Position(request: request, event: index)
+                keys.append(key)
+            }
+        }
+        keys.sort()  // one lock order for every transaction: no deadlock between them
+        let transactionID = try Self.begin(on: connection)
+        let result = try connection.inTransaction(commit: false) { () throws -> GroupResult in
+            var existing: [Key: EventID] = [:]
+            if !keys.isEmpty {
+                let claimed = try connection.query(
+                    """
+                    INSERT INTO tidings.idempotency_keys AS k (publisher, key)
+                    SELECT * FROM unnest($1::text[], $2::text[])
+                    ON CONFLICT (publisher, key) DO UPDATE SET event_id = NULL, created_at = now()
+                        WHERE k.created_at < now() - $3::float8 * interval '1 second'
+                    RETURNING publisher, key
+                    """,
+                    [PGArray.text(keys.map(\.publisher)), PGArray.text(keys.map(\.key)), retentionSeconds])
+                let claimedKeys = Set(try claimed.rows.map { Key(publisher: try $0.string(0), key: try $0.string(1)) })
+                let taken = keys.filter { !claimedKeys.contains($0) }
+                if !taken.isEmpty {
+                    let rows = try connection.query(
+                        """
+                        SELECT k.publisher, k.key, k.event_id
+                        FROM tidings.idempotency_keys AS k
+                        JOIN unnest($1::text[], $2::text[]) AS u(publisher, key) ON k.publisher = u.publisher AND k.key = u.key
+                        """,
+                        [PGArray.text(taken.map(\.publisher)), PGArray.text(taken.map(\.key))])
+                    for row in rows.rows {
+                        guard let id = try row.optionalInt64(2) else { throw PostgresError(.unexpectedResult) }
+                        existing[Key(publisher: try row.string(0), key: try row.string(1))] = id
+                    }
+                    guard existing.count == taken.count else { throw PostgresError(.unexpectedResult) }
+                }
+            }
+            // Which events are stored: not a repeat of a key used before or earlier in the group.
+            var toStore: [Position] = []
+            for (request, entry) in requests.enumerated() {
+                for (index, event) in entry.events.enumerated() {
+                    let position = Position(request: request, event: index)
+                    if let key = event.idempotencyKey.map({ Key(publisher: entry.publisher, key: $0) }),
+                       existing[key] != nil || firstOfKey[key] != position {
+                        continue
+                    }
+                    toStore.append(position)
+                }
+            }
+            var ids = requests.map { [EventID](repeating: 0, count: $0.events.count) }
+            if !toStore.isEmpty {
+                // The order lock, then the ids (see OrderLock).
+                let sequence = try connection.query(
+                    "SELECT unnest(tidings.take_event_ids($1::int))", [String(toStore.count)])
+                let newIDs = try sequence.rows.map { try $0.int64(0) }.sorted()
+                guard newIDs.count == toStore.count else { throw PostgresError(.unexpectedResult) }
+                for (offset, position) in toStore.enumerated() { ids[position.request][position.event] = newIDs[offset] }
+                let events = toStore.map { requests[$0.request].events[$0.event] }
+                try connection.query(
+                    """
+                    INSERT INTO tidings.events (id, targets, event, data)
+                    SELECT u.id, string_to_array(u.targets, ' '), u.event, u.data::json
+                    FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[]) AS u(id, targets, event, data)
+                    """,
+                    [
+                        PGArray.int64(newIDs),
+                        PGArray.text(events.map { $0.targets.map(\.description).joined(separator: " ") }),
+                        PGArray.text(events.map(\.type.rawValue)),
+                        PGArray.text(events.map(\.data)),
+                    ])
+            }
+            for (request, entry) in requests.enumerated() {
+                for (index, event) in entry.events.enumerated() where ids[request][index] == 0 {
+                    let key = Key(publisher: entry.publisher, key: event.idempotencyKey!)
+                    if let id = existing[key] {
+                        ids[request][index] = id
+                    } else {
+                        let first = firstOfKey[key]!
+                        ids[request][index] = ids[first.request][first.event]
+                    }
+                }
+            }
+            let claimedKeys = keys.filter { existing[$0] == nil }
+            if !claimedKeys.isEmpty {
+                try connection.query(
+                    """
+                    UPDATE tidings.idempotency_keys AS k SET event_id = u.id
+                    FROM unnest($1::text[], $2::text[], $3::bigint[]) AS u(publisher, key, id)
+                    WHERE k.publisher = u.publisher AND k.key = u.key
+                    """,
+                    [
+                        PGArray.text(claimedKeys.map(\.publisher)),
+                        PGArray.text(claimedKeys.map(\.key)),
+                        PGArray.int64(claimedKeys.map { ids[firstOfKey[$0]!.request][firstOfKey[$0]!.event] }),
+                    ])
+            }
+            return GroupResult(ids: ids, stored: toStore.count)
+        }
+        do {
+            try connection.execute("COMMIT")
+        } catch where error.isConnectionError {
+            throw LostAtCommit(underlying: error, transactionID: transactionID, result: result)
+        } catch {
+            if !connection.isBroken, connection.isInTransaction { _ = try? connection.execute("ROLLBACK") }
+            throw error
+        }
+        return result
+    }
+}
