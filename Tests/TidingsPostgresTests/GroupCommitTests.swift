@@ -2,6 +2,7 @@ import Foundation
 import MetricsTestKit
 import Testing
 import TidingsCore
+import TidingsTestSupport
 
 @testable import TidingsPostgres
 
@@ -178,6 +179,39 @@ struct GroupCommitTests {
             }
         }
     }
+
+    @Test func aLostCommitIsResolvedForEveryRequestOfTheGroup() async throws {
+        try await TestDatabase.with { (url: String) async throws in
+            let (host, port) = try #require(CuttingProxy.hostAndPort(of: url))
+            let proxy = try CuttingProxy(targetHost: host, targetPort: port)
+            defer { proxy.stop() }
+            let metrics = TestMetrics()
+            try await withBackend(CuttingProxy.url(through: proxy, for: url), metrics: metrics, configure: { $0.poolSize = 1 }) { backend, _ in
+                let store = try #require(backend.store as? PostgresEventStore)
+                // Committed, answer lost: every request gets its ids.
+                let committed = (0..<5).map { PublishEntry(events: [newEvent("user:a", "committed", data: "\($0)")], publisher: "p") }
+                proxy.arm(.afterCommit)
+                let ids = try await publishAsOneGroup(committed, store: store, url: url, poolSize: 1, fillersFail: true)
+                    .map { try $0.get() }
+                #expect(proxy.cutCount == 1)
+                var stored: [EventID: String] = [:]
+                for row in try await SQL.run(url, "SELECT id, data::text FROM tidings.events WHERE event = 'committed'").rows {
+                    stored[try row.int64(0)] = try row.string(1)
+                }
+                #expect(stored.count == 5)
+                for (n, requestIDs) in ids.enumerated() { #expect(requestIDs.count == 1 && stored[requestIDs[0]] == "\(n)") }
+                #expect(metrics.counterTotal(label: "tidings_publish_transactions_total") == 1)
+                // Never committed: every request gets the error, and nothing is stored.
+                let aborted = (0..<5).map { PublishEntry(events: [newEvent("user:a", "aborted", data: "\($0)")], publisher: "p") }
+                proxy.arm(.insteadOfCommit)
+                let results = try await publishAsOneGroup(aborted, store: store, url: url, poolSize: 1, fillersFail: true)
+                #expect(proxy.cutCount == 2)
+                for result in results { #expect(throws: PostgresError.self) { try result.get() } }
+                #expect(try await SQL.value(url, "SELECT count(*) FROM tidings.events WHERE event = 'aborted'") == "0")
+                #expect(metrics.counterTotal(label: "tidings_publish_transactions_total") == 1)
+            }
+        }
+    }
 }
 
 /// Publishes `requests` so that they reach the database as one group: first `poolSize` filler
@@ -185,25 +219,30 @@ struct GroupCommitTests {
 /// slot and are held at their INSERT by a trigger waiting on an advisory lock the test holds;
 /// then `requests` arrive one after the other and wait; then the lock goes, the fillers commit
 /// and the first slot free takes everything waiting. (Only the fillers are held: a lock on the
-/// whole table would also hold the backend's pruner, which shares the pool.)
+/// whole table would also hold the backend's pruner, which shares the pool.) With
+/// `fillersFail` the fillers are rejected once let go (ROLLBACK, no COMMIT): the group's COMMIT
+/// is the next one.
 func publishAsOneGroup(
     _ requests: [PublishEntry],
     store: PostgresEventStore,
     url: String,
-    poolSize: Int
+    poolSize: Int,
+    fillersFail: Bool = false
 ) async throws -> [Result<[EventID], any Error>] {
     try await SQL.run(
         url,
         """
-        CREATE FUNCTION public.hold_fillers() RETURNS trigger LANGUAGE plpgsql AS $$
+        CREATE OR REPLACE FUNCTION public.hold_fillers() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN
-            IF NEW.event = 'filler' THEN
+            IF NEW.event IN ('filler', 'filler.rejected') THEN
                 PERFORM pg_advisory_lock_shared(4242);
                 PERFORM pg_advisory_unlock_shared(4242);
             END IF;
+            IF NEW.event = 'filler.rejected' THEN RAISE EXCEPTION 'filler rejected'; END IF;
             RETURN NEW;
         END $$;
-        CREATE TRIGGER hold_fillers BEFORE INSERT ON tidings.events FOR EACH ROW EXECUTE FUNCTION public.hold_fillers();
+        CREATE OR REPLACE TRIGGER hold_fillers BEFORE INSERT ON tidings.events
+            FOR EACH ROW EXECUTE FUNCTION public.hold_fillers();
         """)
     let holder = try await TestConnection.open(url)
     try await holder.query("SELECT pg_advisory_lock(4242)")
@@ -211,7 +250,8 @@ func publishAsOneGroup(
         let results = try await withThrowingTaskGroup(of: (Int, Result<[EventID], any Error>).self) { tasks in
             do {
                 for _ in 0..<poolSize {
-                    tasks.addTask { (-1, await captured { try await store.publish([newEvent("user:filler", "filler")], publisher: "filler") }) }
+                    let filler = newEvent("user:filler", fillersFail ? "filler.rejected" : "filler")
+                    tasks.addTask { (-1, await captured { try await store.publish([filler], publisher: "filler") }) }
                 }
                 // At the INSERT, so past take_event_ids: the fillers' ids come before the group's.
                 try await eventually("fillers held") {
@@ -236,7 +276,7 @@ func publishAsOneGroup(
             try await holder.query("SELECT pg_advisory_unlock(4242)")
             var results = [Result<[EventID], any Error>?](repeating: nil, count: requests.count)
             for try await (index, result) in tasks {
-                if index >= 0 { results[index] = result } else { _ = try result.get() }
+                if index >= 0 { results[index] = result } else if !fillersFail { _ = try result.get() }
             }
             return results.map { $0! }
         }
