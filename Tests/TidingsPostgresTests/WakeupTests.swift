@@ -16,17 +16,21 @@ struct WakeupTests {
         configuration.sleepAfter = .milliseconds(20)
     }
 
+    /// The server processes of this database holding the sleep lock (shared: asleep).
+    private static func sleepLockHolders(_ url: String) async throws -> [Int64] {
+        try await SQL.run(
+            url,
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND mode = 'ShareLock' AND objid = \(UInt32(truncatingIfNeeded: SleepLock.key)) AND objsubid = 1 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        ).rows.map { try $0.int64(0) }
+    }
+
     @Test func aSleepingListenerHoldsTheSleepLockAndIsWokenByAPublish() async throws {
         try await TestDatabase.with { (url: String) async throws in
             try await withBackend(url, configure: Self.sleepy) { backend, bus in
                 let probe = try await readyProbe(backend, bus, ["user:1"])
                 defer { probe.close() }
                 try await eventually("the listener to fall asleep") { backend.listener.status.asleep }
-                let holders = try await SQL.run(
-                    url,
-                    "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND mode = 'ShareLock' AND objid = \(UInt32(truncatingIfNeeded: SleepLock.key)) AND objsubid = 1 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
-                ).rows.map { try $0.int64(0) }
-                #expect(holders == [Int64(try #require(backend.listener.status.backendPID))])
+                #expect(try await Self.sleepLockHolders(url) == [Int64(try #require(backend.listener.status.backendPID))])
                 let id = try await SQL.value(url, "SELECT tidings.publish('user:1', 'woken', '1')")
                 let events = try await probe.waitFor(count: 1)
                 #expect(events.map(\.id) == [EventID(id!)])
@@ -120,10 +124,7 @@ struct WakeupTests {
                 // The killed session's lock goes with it (once its process has exited).
                 let current = Int64(try #require(backend.listener.status.backendPID))
                 try await eventually("only the new session holding the sleep lock") {
-                    try await SQL.run(
-                        url,
-                        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND mode = 'ShareLock' AND objid = \(UInt32(truncatingIfNeeded: SleepLock.key)) AND objsubid = 1 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
-                    ).rows.map { try $0.int64(0) } == [current]
+                    try await Self.sleepLockHolders(url) == [current]
                 }
                 _ = try await SQL.value(url, "SELECT tidings.publish('user:1', 'after', '1')")
                 try await probe.waitFor(count: 1)
