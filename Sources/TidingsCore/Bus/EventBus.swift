@@ -56,7 +56,8 @@ public final class EventBus: Sendable {
 
     private struct State {
         var byTarget: [Target: Subscribers] = [:]
-        var all: [UInt64: Subscription] = [:]
+        /// Every open subscription with its current targets (a WebSocket changes them at run time).
+        var all: [UInt64: (subscription: Subscription, targets: [Target])] = [:]
         var perUser: [String: Int] = [:]
         var lastDelivered: EventID
         var dispatch: UInt64 = 0
@@ -110,9 +111,9 @@ public final class EventBus: Sendable {
             let id = state.nextSubscriptionID
             state.nextSubscriptionID += 1
             let subscription = Subscription(
-                id: id, user: user, targets: targets, expiresAt: expiresAt, maxQueue: limits.maxQueue, holding: hold,
+                id: id, user: user, expiresAt: expiresAt, maxQueue: limits.maxQueue, holding: hold,
                 interrupt: interrupt)
-            state.all[id] = subscription
+            state.all[id] = (subscription, targets)
             state.perUser[user] = userCount + 1
             for target in targets {
                 state.byTarget[target, default: Subscribers()].insert(subscription)
@@ -135,10 +136,10 @@ public final class EventBus: Sendable {
     }
 
     private static func remove(_ subscription: Subscription, from state: inout State) -> Bool {
-        guard state.all.removeValue(forKey: subscription.id) != nil else { return false }
+        guard let entry = state.all.removeValue(forKey: subscription.id) else { return false }
         let remaining = state.perUser[subscription.user, default: 1] - 1
         state.perUser[subscription.user] = remaining > 0 ? remaining : nil
-        for target in subscription.targets {
+        for target in entry.targets {
             state.byTarget[target]?.remove(subscription.id)
             if state.byTarget[target]?.isEmpty == true { state.byTarget[target] = nil }
         }
@@ -148,6 +149,58 @@ public final class EventBus: Sendable {
     private func recordRemoval(_ reason: StreamEnd) {
         metrics.open.decrement()
         metrics.disconnects(reason).increment()
+    }
+
+    /// Changes an open subscription's targets: live events of `adding` reach it from the next
+    /// event delivered on (no replay), events of `removing` stop. Its user's target stays.
+    /// - Returns: the targets it has now; `nil` when it is no longer on the bus.
+    @discardableResult
+    public func update(_ subscription: Subscription, adding: [Target], removing: [Target]) -> [Target]? {
+        state.withLock { state -> [Target]? in
+            guard var entry = state.all[subscription.id] else { return nil }
+            let own = Target.user(subscription.user)
+            for target in removing where target != own {
+                guard let position = entry.targets.firstIndex(of: target) else { continue }
+                entry.targets.remove(at: position)
+                state.byTarget[target]?.remove(subscription.id)
+                if state.byTarget[target]?.isEmpty == true { state.byTarget[target] = nil }
+            }
+            for target in adding where !entry.targets.contains(target) {
+                entry.targets.append(target)
+                state.byTarget[target, default: Subscribers()].insert(subscription)
+            }
+            state.all[subscription.id] = entry
+            return entry.targets
+        }
+    }
+
+    /// Open streams of `user` on this instance.
+    public func connections(user: String) -> Int {
+        state.withLock { $0.perUser[user, default: 0] }
+    }
+
+    /// Open streams subscribed to `topic` on this instance, and how many distinct users hold them.
+    public func presence(topic: String) -> (connections: Int, users: Int) {
+        state.withLock { state in
+            guard let subscribers = state.byTarget[.topic(topic)] else { return (0, 0) }
+            return (subscribers.list.count, Set(subscribers.list.map(\.user)).count)
+        }
+    }
+
+    /// Open streams per target and user on this instance: what an instance reports to the others.
+    /// A user's own target counts every stream of that user.
+    public func presenceCounts() -> [Target: [String: Int]] {
+        state.withLock { state in
+            var counts: [Target: [String: Int]] = [:]
+            for (user, count) in state.perUser { counts[.user(user)] = [user: count] }
+            for (target, subscribers) in state.byTarget {
+                guard case .topic = target else { continue }
+                var users: [String: Int] = [:]
+                for subscription in subscribers.list { users[subscription.user, default: 0] += 1 }
+                counts[target] = users
+            }
+            return counts
+        }
     }
 
     /// Delivers an event to every subscription of its targets, once each.
@@ -212,7 +265,7 @@ public final class EventBus: Sendable {
                 }
             }
             if toEveryone {
-                fanOut(to: Array(state.all.values))
+                fanOut(to: state.all.values.map(\.subscription))
             } else {
                 for target in event.targets {
                     guard let subscriptions = state.byTarget[target]?.list else { continue }
@@ -247,7 +300,7 @@ public final class EventBus: Sendable {
 
     /// Sends keep-alives to streams idle for `keepAlive` and ends streams whose token expired.
     public func tick(now: NIODeadline = .now(), keepAlive: TimeAmount) {
-        let subscriptions = state.withLock { Array($0.all.values) }
+        let subscriptions = state.withLock { $0.all.values.map(\.subscription) }
         Subscription.fire(subscriptions.map { $0.tick(now: now, keepAlive: keepAlive) })
     }
 
@@ -255,7 +308,7 @@ public final class EventBus: Sendable {
     public func shutdown() {
         let subscriptions = state.withLock { state -> [Subscription] in
             state.shutDown = true
-            return Array(state.all.values)
+            return state.all.values.map(\.subscription)
         }
         for subscription in subscriptions { subscription.finish(.shutdown) }
     }

@@ -62,7 +62,6 @@ extension SubscriptionDriver {
 public final class Subscription: Sendable {
     public let id: UInt64
     public let user: String
-    public let targets: [Target]
     /// Monotonic deadline after which the stream ends (the token's expiry).
     let expiresAt: NIODeadline?
     private let maxQueue: Int
@@ -107,13 +106,12 @@ public final class Subscription: Sendable {
     }
 
     init(
-        id: UInt64, user: String, targets: [Target], expiresAt: NIODeadline?, maxQueue: Int, holding: Bool,
+        id: UInt64, user: String, expiresAt: NIODeadline?, maxQueue: Int, holding: Bool,
         interrupt: (@Sendable () -> Void)?
     ) {
         self.interrupt = interrupt
         self.id = id
         self.user = user
-        self.targets = targets
         self.expiresAt = expiresAt
         self.maxQueue = maxQueue
         self.state = Mutex(State(holding: holding, lastActivity: .now()))
