@@ -4,6 +4,7 @@ import Foundation
 import NIOCore
 import NIOHTTP1
 import TidingsCore
+import TidingsServer
 
 struct Tail: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
