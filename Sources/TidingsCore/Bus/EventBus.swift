@@ -175,6 +175,11 @@ public final class EventBus: Sendable {
         }
     }
 
+    /// The targets an open subscription has now; `nil` when it is no longer on the bus.
+    public func targets(of subscription: Subscription) -> [Target]? {
+        state.withLock { $0.all[subscription.id]?.targets }
+    }
+
     /// Open streams of `user` on this instance.
     public func connections(user: String) -> Int {
         state.withLock { $0.perUser[user, default: 0] }

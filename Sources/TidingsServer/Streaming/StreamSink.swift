@@ -146,6 +146,10 @@ final class StreamSink: SubscriptionDriver, @unchecked Sendable {
     /// transport can still say why) a cut.
     private func end(_ reason: StreamEnd, on wire: ChannelHandlerContext) -> Bool {
         logger.debug("stream ended", metadata: ["tidings.reason": .string(reason.rawValue)])
+        return end(reason, goodbye: framing.goodbye(reason), on: wire)
+    }
+
+    private func end(_ reason: StreamEnd, goodbye: ByteBuffer, on wire: ChannelHandlerContext) -> Bool {
         switch machine.streamEnded(reason, goodbyeWhenSlow: framing.goodbyeWhenSlow) {
         case .none:
             return false
@@ -153,7 +157,7 @@ final class StreamSink: SubscriptionDriver, @unchecked Sendable {
             close(wire)
             return false
         case .writeGoodbye:
-            let queued = write(CollectionOfOne(framing.goodbye(reason)), count: 1, to: wire)
+            let queued = write(CollectionOfOne(goodbye), count: 1, to: wire)
             switch machine.goodbyeWritten() {
             case .close:
                 close(wire)
@@ -166,6 +170,26 @@ final class StreamSink: SubscriptionDriver, @unchecked Sendable {
             }
             return queued
         }
+    }
+
+    /// On the event loop: the client ended the stream (a WebSocket close, or a protocol error):
+    /// `goodbye` (a close frame) goes out after what was written, then the connection closes and
+    /// the stream leaves the bus.
+    func endByClient(goodbye: ByteBuffer) {
+        guard let wire else { return }
+        if end(.clientClosed, goodbye: goodbye, on: wire) { wire.flush() }
+        subscription.finish(.clientClosed)
+    }
+
+    /// On the event loop, before live delivery starts: writes replayed frames through NIO; the
+    /// future completes once the socket took them (the replay's backpressure).
+    func writeReplay(_ frames: [ByteBuffer]) -> EventLoopFuture<Void> {
+        guard let wire, let last = frames.last else { return channel.eventLoop.makeSucceededVoidFuture() }
+        for frame in frames.dropLast() { wire.write(NIOAny(frame), promise: nil) }
+        let written = wire.eventLoop.makePromise(of: Void.self)
+        writeTracked(NIOAny(last), on: wire, promise: written)
+        wire.flush()
+        return written.futureResult
     }
 
     /// On the event loop: writes bytes of the stream's own (a WebSocket's pong, close or answer)
