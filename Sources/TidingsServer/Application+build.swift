@@ -81,6 +81,7 @@ public func buildRouter(gateway: Gateway) -> Router<TidingsRequestContext> {
         throw Problem(.upgradeRequired, type: "upgrade-required", title: "Upgrade Required",
                       detail: "GET /ws is a WebSocket: send Upgrade: websocket", headers: [.upgrade: "websocket"])
     }
+    PollController(gateway: gateway).addRoutes(to: router)
     PublishController(gateway: gateway).addRoutes(to: router)
     TicketController(gateway: gateway).addRoutes(to: router)
     OperationsController(gateway: gateway).addRoutes(to: router)
