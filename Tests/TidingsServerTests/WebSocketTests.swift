@@ -194,4 +194,31 @@ struct WebSocketTests {
         }
         #expect(try await client.closed() == .goingAway)
     }
+
+    @Test func aSlowConsumerIsClosedWith1008AndResumesWithNothingLost() async throws {
+        try await TestServer.run({ $0.maxQueue = 5 }) { server in
+            let token = try await TestServer.token(sub: "alice")
+            let client = try await ThrottledWebSocketClient.connect(port: server.port, token: token)
+            defer { client.close() }
+            try await eventually("subscribed") { server.gateway.bus.subscriptionCount == 1 }
+            let data = "\"" + String(repeating: "x", count: 60_000) + "\""
+            var published: [String] = []
+            for _ in 0..<400 {
+                published.append(try await server.publish(user: "alice", data: data))
+                if server.gateway.bus.subscriptionCount == 0 { break }
+            }
+            #expect(server.gateway.bus.subscriptionCount == 0, "the slow subscriber was not disconnected")
+            try await client.resume()
+            let (received, closeCode) = try await client.untilEnd()
+            #expect(closeCode == 1008, "the close says: resume with your last id")
+            #expect(received == Array(published.prefix(received.count)), "what arrived is a prefix, in order")
+            #expect(received.count < published.count)
+            let resumed = try await WebSocketTestClient.connect(
+                port: server.port, query: "last_event_id=\(received.last ?? "0")", token: token)
+            var rest: [String] = []
+            while rest.count < published.count - received.count, let id = try await resumed.next()?.id { rest.append(id) }
+            #expect(received + rest == published)
+            resumed.close()
+        }
+    }
 }
