@@ -351,18 +351,13 @@ struct SubscribeTests {
             @Sendable func serverSide() throws -> String? { try TCPTable.state(localPort: server.port, remotePort: clientPort) }
             #expect(TCPTable.isOpen(try serverSide()))
             // 60 KiB events fill the socket buffers and NIO's queue quickly; then the queue overflows.
-            let data = "\"" + String(repeating: "x", count: 60_000) + "\""
-            var published: [String] = []
-            for _ in 0..<400 {
-                published.append(try await server.publish(user: "alice", data: data))
-                if server.gateway.bus.subscriptionCount == 0 { break }
-            }
+            var published = try await server.publishUntilSlowConsumerIsCut(user: "alice")
             #expect(server.gateway.bus.subscriptionCount == 0, "the slow subscriber was not disconnected")
             // The server closes the connection while the client still reads nothing (the client
             // cannot tell yet: the FIN waits behind the bytes it has not read).
             try await eventually("the server closed its side of the connection") { !TCPTable.isOpen(try serverSide()) }
             #expect(client.ending == nil, "checked while the client was paused")
-            for _ in 0..<3 { published.append(try await server.publish(user: "alice", data: data)) }
+            for _ in 0..<3 { published.append(try await server.publish(user: "alice", data: "\"" + String(repeating: "x", count: 60_000) + "\"")) }
             try await client.resume()
             let (received, ending) = try await client.eventsUntilEnd()
             #expect(ending != .clean, "a slow consumer gets no final chunk")

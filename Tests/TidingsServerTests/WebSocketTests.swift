@@ -201,12 +201,7 @@ struct WebSocketTests {
             let client = try await ThrottledWebSocketClient.connect(port: server.port, token: token)
             defer { client.close() }
             try await eventually("subscribed") { server.gateway.bus.subscriptionCount == 1 }
-            let data = "\"" + String(repeating: "x", count: 60_000) + "\""
-            var published: [String] = []
-            for _ in 0..<400 {
-                published.append(try await server.publish(user: "alice", data: data))
-                if server.gateway.bus.subscriptionCount == 0 { break }
-            }
+            let published = try await server.publishUntilSlowConsumerIsCut(user: "alice")
             #expect(server.gateway.bus.subscriptionCount == 0, "the slow subscriber was not disconnected")
             try await client.resume()
             let (received, closeCode) = try await client.untilEnd()

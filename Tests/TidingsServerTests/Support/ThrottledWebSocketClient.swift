@@ -33,9 +33,7 @@ final class ThrottledWebSocketClient: Sendable {
     }
 
     func resume() async throws {
-        try await channel.setOption(ChannelOptions.socketOption(.so_rcvbuf), value: 1 << 20).get()
-        try await channel.setOption(ChannelOptions.autoRead, value: true).get()
-        channel.read()
+        try await channel.resumeReading()
     }
 
     func close() {
@@ -111,5 +109,14 @@ final class ThrottledWebSocketClient: Sendable {
             state.withLock { $0.closed = true }
             context.fireChannelInactive()
         }
+    }
+}
+
+extension Channel {
+    /// Reads everything from now on, with a large receive buffer (a throttled client resuming).
+    func resumeReading() async throws {
+        try await setOption(ChannelOptions.socketOption(.so_rcvbuf), value: 1 << 20).get()
+        try await setOption(ChannelOptions.autoRead, value: true).get()
+        read()
     }
 }
