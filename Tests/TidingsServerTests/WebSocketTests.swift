@@ -216,4 +216,21 @@ struct WebSocketTests {
             resumed.close()
         }
     }
+
+    /// A browser cannot set headers on a WebSocket: a one-time ticket carries the identity.
+    @Test func aTicketOpensAWebSocketOnce() async throws {
+        try await TestServer.run { server in
+            let token = try await TestServer.token(sub: "alice", topics: ["news.*"])
+            let issued = try await server.request(.POST, "/tickets", headers: [("Authorization", "Bearer \(token)")])
+            let ticket = try #require(issued.json["ticket"] as? String)
+            let client = try await WebSocketTestClient.connect(port: server.port, query: "ticket=\(ticket)&topic=news.eu", token: nil)
+            try await eventually("subscribed") { server.gateway.bus.subscriptionCount == 1 }
+            let reply = try await server.publish(#"{"topic":"news.eu","event":"n","data":1}"#)
+            #expect(try await client.next()?.id == reply.json["id"] as? String)
+            await #expect(throws: (any Error).self, "a used ticket is refused") {
+                try await WebSocketTestClient.connect(port: server.port, query: "ticket=\(ticket)", token: nil)
+            }
+            client.close()
+        }
+    }
 }
