@@ -222,6 +222,24 @@ struct SubscribeTests {
         }
     }
 
+    /// The contract's order: Bearer, then an explicit ticket, then the ambient cookie.
+    @Test func anExplicitTicketWinsOverTheCookieAndIsConsumed() async throws {
+        try await TestServer.run { server in
+            let bob = try await TestServer.token(sub: "bob")
+            let issued = try await server.request(.POST, "/tickets", headers: [("Authorization", "Bearer \(bob)")])
+            let ticket = try #require(issued.json["ticket"] as? String)
+            let alice = try await TestServer.token(sub: "alice")
+            let stream = try await server.subscribe(token: nil, query: "ticket=\(ticket)", headers: [("Cookie", "tidings_token=\(alice)")])
+            #expect(stream.status == 200)
+            try await eventually("subscribed") { server.gateway.bus.subscriptionCount == 1 }
+            try await server.publish(user: "alice", event: "for-alice")
+            try await server.publish(user: "bob", event: "for-bob")
+            #expect(try await stream.events(1).map(\.type) == ["for-bob"], "the ticket's user, not the cookie's")
+            let again = try await server.subscribe(token: nil, query: "ticket=\(ticket)", headers: [("Cookie", "tidings_token=\(alice)")])
+            #expect(again.status == 401, "the ticket was consumed")
+        }
+    }
+
     @Test func issuerAndAudienceAreChecked() async throws {
         try await TestServer.run({ $0.jwtIssuer = "auth.example"; $0.jwtAudience = "tidings" }) { server in
             let good = try await TestServer.token(sub: "a", issuer: "auth.example", audience: "tidings")
