@@ -97,6 +97,7 @@ public final class EventBus: Sendable {
         targets: [Target],
         expiresAt: NIODeadline? = nil,
         hold: Bool,
+        transport: StreamTransport = .sse,
         keepAlive: Subscription.KeepAlive = .whenIdle,
         interrupt: (@Sendable () -> Void)? = nil
     ) throws(Rejection) -> (subscription: Subscription, horizon: EventID) {
@@ -112,7 +113,7 @@ public final class EventBus: Sendable {
             let id = state.nextSubscriptionID
             state.nextSubscriptionID += 1
             let subscription = Subscription(
-                id: id, user: user, expiresAt: expiresAt, maxQueue: limits.maxQueue, holding: hold,
+                id: id, user: user, transport: transport, expiresAt: expiresAt, maxQueue: limits.maxQueue, holding: hold,
                 keepAlive: keepAlive, interrupt: interrupt)
             state.all[id] = (subscription, targets)
             state.perUser[user] = userCount + 1
@@ -124,6 +125,7 @@ public final class EventBus: Sendable {
         switch result {
         case .success(let (subscription, horizon)):
             metrics.open.increment()
+            metrics.streams(subscription.transport).increment()
             return (subscription, horizon)
         case .failure(let rejection):
             throw rejection
@@ -133,7 +135,7 @@ public final class EventBus: Sendable {
     /// Removes a subscription (its stream has ended).
     public func unsubscribe(_ subscription: Subscription) {
         let removed = state.withLock { Self.remove(subscription, from: &$0) }
-        if removed { recordRemoval(subscription.endReason ?? .clientClosed) }
+        if removed { recordRemoval(subscription) }
     }
 
     private static func remove(_ subscription: Subscription, from state: inout State) -> Bool {
@@ -147,9 +149,10 @@ public final class EventBus: Sendable {
         return true
     }
 
-    private func recordRemoval(_ reason: StreamEnd) {
+    private func recordRemoval(_ subscription: Subscription) {
         metrics.open.decrement()
-        metrics.disconnects(reason).increment()
+        metrics.streams(subscription.transport).decrement()
+        metrics.disconnects(subscription.endReason ?? .clientClosed).increment()
     }
 
     /// Changes an open subscription's targets: live events of `adding` reach it from the next
@@ -284,7 +287,7 @@ public final class EventBus: Sendable {
         }
         for kick in kicks { kick.kick() }
         for subscription in overflowed {
-            recordRemoval(.slowConsumer)
+            recordRemoval(subscription)
             subscription.wake(endedNow: true, reason: .slowConsumer)
         }
         if delivered < 0 {
@@ -327,6 +330,7 @@ struct BusMetrics: Sendable {
     let outOfOrder: Counter
     let slowConsumers: Counter
     private let disconnectCounters: [StreamEnd: Counter]
+    private let streamMeters: [StreamTransport: Meter]
 
     init(factory: (any MetricsFactory)?) {
         let factory = factory ?? MetricsSystem.factory
@@ -340,6 +344,16 @@ struct BusMetrics: Sendable {
                 label: "tidings_disconnects_total", dimensions: [("reason", reason.rawValue)], factory: factory)
         }
         disconnectCounters = disconnects
+        var streams: [StreamTransport: Meter] = [:]
+        for transport in StreamTransport.allCases {
+            streams[transport] = Meter(
+                label: "tidings_streams_open", dimensions: [("transport", transport.rawValue)], factory: factory)
+        }
+        streamMeters = streams
+    }
+
+    func streams(_ transport: StreamTransport) -> Meter {
+        streamMeters[transport]!
     }
 
     func disconnects(_ reason: StreamEnd) -> Counter {

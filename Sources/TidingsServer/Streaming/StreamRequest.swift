@@ -40,12 +40,12 @@ struct StreamRequest: Sendable {
     /// Registers the stream on the bus.
     /// - Throws: a 503 ``Problem`` at a connection limit or during shutdown.
     func subscribe(
-        on gateway: Gateway, hold: Bool, keepAlive: Subscription.KeepAlive = .whenIdle,
+        on gateway: Gateway, hold: Bool, transport: StreamTransport, keepAlive: Subscription.KeepAlive = .whenIdle,
         interrupt: (@Sendable () -> Void)? = nil
     ) throws -> (subscription: Subscription, horizon: EventID) {
         do {
             return try gateway.bus.subscribe(
-                user: subscriber.user, targets: targets, expiresAt: expiresAt, hold: hold, keepAlive: keepAlive,
+                user: subscriber.user, targets: targets, expiresAt: expiresAt, hold: hold, transport: transport, keepAlive: keepAlive,
                 interrupt: interrupt)
         } catch {
             gateway.metrics.subscribeRejected.increment()
