@@ -43,6 +43,35 @@ struct PresenceTests {
         }
     }
 
+    /// Streams of every transport count: SSE, WebSocket (with a topic added at run time) and a
+    /// waiting long poll.
+    @Test func everyTransportCounts() async throws {
+        try await TestServer.run { server in
+            let token = try await TestServer.token(sub: "42", topics: ["news.*"])
+            let sse = try await server.subscribe(token: token)
+            let ws = try await WebSocketTestClient.connect(port: server.port, token: token)
+            ws.send(#"{"type":"subscribe","topics":["news.eu"],"ref":"1"}"#)
+            #expect(try await ws.nextAnswer()?.type == "ack")
+            let position = try await PollTests.poll(server, token: token, after: nil).last
+            async let poll = PollTests.poll(server, token: token, after: position, query: "timeout=10s")
+            try await eventually("three streams") { server.gateway.bus.subscriptionCount == 3 }
+            #expect(try await server.request(.GET, "/presence/users/42", headers: Self.auth).body == #"{"user":"42","connections":3}"#)
+            #expect(try await server.request(.GET, "/presence/topics/news.eu", headers: Self.auth).body
+                == #"{"topic":"news.eu","connections":1,"users":1}"#)
+            let metrics = try await server.request(.GET, "/metrics").body
+            for transport in ["sse", "ws", "poll"] {
+                #expect(metrics.contains(#"tidings_streams_open{transport="\#(transport)"} 1"#), "\(transport)")
+            }
+            try await server.publish(user: "42")
+            _ = try await poll
+            ws.close()
+            sse.close()
+            try await eventually("all gone") {
+                try await server.request(.GET, "/presence/users/42", headers: Self.auth).body == #"{"user":"42","connections":0}"#
+            }
+        }
+    }
+
     @Test func needsAPublisherThatMayPublishToTheTargetAndAValidName() async throws {
         try await TestServer.run { server in
             func get(_ path: String, _ credential: String?) async throws -> TestServer.Reply {

@@ -59,10 +59,27 @@ public final class EventBus: Sendable {
         /// Every open subscription with its current targets (a WebSocket changes them at run time).
         var all: [UInt64: (subscription: Subscription, targets: [Target])] = [:]
         var perUser: [String: Int] = [:]
+        /// Per topic, the open streams of each user (presence, kept as streams come and go so a
+        /// question never walks the subscribers).
+        var topicUsers: [Target: [String: Int]] = [:]
         var lastDelivered: EventID
         var dispatch: UInt64 = 0
         var nextSubscriptionID: UInt64 = 1
         var shutDown = false
+
+        mutating func join(_ subscription: Subscription, _ target: Target) {
+            byTarget[target, default: Subscribers()].insert(subscription)
+            if case .topic = target { topicUsers[target, default: [:]][subscription.user, default: 0] += 1 }
+        }
+
+        mutating func leave(_ subscription: Subscription, _ target: Target) {
+            byTarget[target]?.remove(subscription.id)
+            if byTarget[target]?.isEmpty == true { byTarget[target] = nil }
+            guard case .topic = target, var users = topicUsers[target] else { return }
+            let remaining = users[subscription.user, default: 1] - 1
+            users[subscription.user] = remaining > 0 ? remaining : nil
+            topicUsers[target] = users.isEmpty ? nil : users
+        }
     }
 
     public let limits: Limits
@@ -117,9 +134,7 @@ public final class EventBus: Sendable {
                 keepAlive: keepAlive, interrupt: interrupt)
             state.all[id] = (subscription, targets)
             state.perUser[user] = userCount + 1
-            for target in targets {
-                state.byTarget[target, default: Subscribers()].insert(subscription)
-            }
+            for target in targets { state.join(subscription, target) }
             return .success((subscription, state.lastDelivered))
         }
         switch result {
@@ -142,10 +157,7 @@ public final class EventBus: Sendable {
         guard let entry = state.all.removeValue(forKey: subscription.id) else { return false }
         let remaining = state.perUser[subscription.user, default: 1] - 1
         state.perUser[subscription.user] = remaining > 0 ? remaining : nil
-        for target in entry.targets {
-            state.byTarget[target]?.remove(subscription.id)
-            if state.byTarget[target]?.isEmpty == true { state.byTarget[target] = nil }
-        }
+        for target in entry.targets { state.leave(subscription, target) }
         return true
     }
 
@@ -166,12 +178,11 @@ public final class EventBus: Sendable {
             for target in removing where target != own {
                 guard let position = entry.targets.firstIndex(of: target) else { continue }
                 entry.targets.remove(at: position)
-                state.byTarget[target]?.remove(subscription.id)
-                if state.byTarget[target]?.isEmpty == true { state.byTarget[target] = nil }
+                state.leave(subscription, target)
             }
             for target in adding where !entry.targets.contains(target) {
                 entry.targets.append(target)
-                state.byTarget[target, default: Subscribers()].insert(subscription)
+                state.join(subscription, target)
             }
             state.all[subscription.id] = entry
             return entry.targets
@@ -191,8 +202,8 @@ public final class EventBus: Sendable {
     /// Open streams subscribed to `topic` on this instance, and how many distinct users hold them.
     public func presence(topic: String) -> (connections: Int, users: Int) {
         state.withLock { state in
-            guard let subscribers = state.byTarget[.topic(topic)] else { return (0, 0) }
-            return (subscribers.list.count, Set(subscribers.list.map(\.user)).count)
+            guard let users = state.topicUsers[.topic(topic)] else { return (0, 0) }
+            return (users.values.reduce(0, +), users.count)
         }
     }
 
@@ -202,12 +213,7 @@ public final class EventBus: Sendable {
         state.withLock { state in
             var counts: [Target: [String: Int]] = [:]
             for (user, count) in state.perUser { counts[.user(user)] = [user: count] }
-            for (target, subscribers) in state.byTarget {
-                guard case .topic = target else { continue }
-                var users: [String: Int] = [:]
-                for subscription in subscribers.list { users[subscription.user, default: 0] += 1 }
-                counts[target] = users
-            }
+            for (target, users) in state.topicUsers { counts[target] = users }
             return counts
         }
     }
