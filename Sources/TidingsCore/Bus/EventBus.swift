@@ -164,7 +164,9 @@ public final class EventBus: Sendable {
     private func recordRemoval(_ subscription: Subscription) {
         metrics.open.decrement()
         metrics.streams(subscription.transport).decrement()
-        metrics.disconnects(subscription.endReason ?? .clientClosed).increment()
+        let reason = subscription.endReason ?? .clientClosed
+        // A long poll that answered is not a disconnect; one cut off (slow, shutdown, expiry) is.
+        if subscription.transport != .longPoll || reason != .clientClosed { metrics.disconnects(reason).increment() }
     }
 
     /// Changes an open subscription's targets: live events of `adding` reach it from the next
