@@ -1,5 +1,6 @@
 import Foundation
 import NIOHTTP1
+import ServiceLifecycle
 import Testing
 import TidingsCore
 import TidingsServer
@@ -139,5 +140,22 @@ struct PollTests {
             }
             #expect(got == expected)
         }
+    }
+
+    /// Graceful shutdown answers a waiting poll at once (the server does not wait out its
+    /// timeout), with a position that loses nothing.
+    @Test func shutdownAnswersAWaitingPollAtOnce() async throws {
+        let started = ContinuousClock.now
+        let (answer, position) = try await TestServer.run { server in
+            let token = try await TestServer.token(sub: "alice")
+            let position = try await Self.poll(server, token: token, after: nil).last
+            async let waiting = Self.poll(server, token: token, after: position, query: "timeout=60s")
+            try await eventually("the poll waits on the bus") { server.gateway.bus.subscriptionCount == 1 }
+            await server.group.triggerGracefulShutdown()
+            return (try await waiting, position)
+        }
+        #expect(answer.ids.isEmpty)
+        #expect(answer.last == position)
+        #expect(ContinuousClock.now - started < .seconds(20), "shutdown waited for the poll's timeout")
     }
 }

@@ -3,6 +3,7 @@ import HTTPTypes
 import Logging
 import Metrics
 import NIOCore
+import ServiceLifecycle
 import TidingsCore
 
 /// `GET /poll`: long polling with the stream's cursor.
@@ -65,44 +66,50 @@ public struct PollController: Sendable {
             return Self.answer(sent, lastEventID: sent.last?.id ?? resumePoint)
         }
 
-        // Nothing stored after the resume point: wait for the first live event.
+        // Nothing stored after the resume point: wait for the first live event. Graceful shutdown
+        // ends the wait at once (the server does not wait out the timeout of every poll).
         subscription.release(afterReplayThrough: outcome?.floor)
         let waiter = PollWaiter(loop: context.channel.eventLoop)
         subscription.attach(waiter)
         defer { subscription.detach() }
         var buffer: [Delivery] = []
-        while NIODeadline.now() < deadline {
-            try await waiter.wait(until: deadline)
-            switch subscription.drain(into: &buffer) {
-            case .events:
-                // Ephemeral events are not carried: a poll cannot resume them.
-                let durable = buffer.lazy.map(\.event).filter { $0.id != nil }.prefix(limit)
-                if let last = durable.last?.id {
-                    subscription.finish(.clientClosed)
-                    return Self.answer(Array(durable), lastEventID: last)
+        try await withGracefulShutdownHandler {
+            while NIODeadline.now() < deadline, subscription.endReason == nil {
+                try await waiter.wait(until: deadline)
+                if case .events = subscription.drain(into: &buffer) {
+                    if Self.durable(buffer, limit: limit) != nil { break }
+                    buffer.removeAll(keepingCapacity: true)
                 }
-                buffer.removeAll(keepingCapacity: true)
-            case .end, .keepAlive, nil:
-                if subscription.endReason != nil { break }
-                continue
             }
-            if subscription.endReason != nil { break }
+        } onGracefulShutdown: {
+            subscription.finish(.shutdown)
         }
-        // The position everything delivered for these targets so far is covered by: read before
-        // leaving the bus, so no event at or below it can have missed this subscription.
+        if let answer = Self.durable(buffer, limit: limit) {
+            subscription.finish(.clientClosed)
+            return answer
+        }
+        // The position every event of these targets delivered so far is covered by: read while
+        // still on the bus, so any such event is in this subscription's queue (drained below).
         let position = gateway.bus.lastDelivered
         gateway.bus.unsubscribe(subscription)
-        if subscription.endReason == nil, case .events = subscription.drain(into: &buffer) {
-            let durable = buffer.lazy.map(\.event).filter { $0.id != nil }.prefix(limit)
-            if let last = durable.last?.id {
-                subscription.finish(.clientClosed)
-                return Self.answer(Array(durable), lastEventID: last)
-            }
+        if subscription.endReason == nil, case .events = subscription.drain(into: &buffer),
+           let answer = Self.durable(buffer, limit: limit) {
+            subscription.finish(.clientClosed)
+            return answer
         }
-        let lost = subscription.endReason == .slowConsumer
+        // A stream that ended (shutdown, token expiry, an overflowing queue) dropped its queue:
+        // stay where history was read to; the store still has whatever came after.
+        let ended = subscription.endReason != nil
         subscription.finish(.clientClosed)
-        // A queue that overflowed lost events the store still has: stay where history was read to.
-        return Self.answer([], lastEventID: lost ? max(resumePoint, horizon) : max(resumePoint, position))
+        return Self.answer([], lastEventID: max(resumePoint, ended ? horizon : position))
+    }
+
+    /// The answer for the durable events among `deliveries` (ephemeral ones cannot be resumed, so
+    /// a poll does not carry them); `nil` when there are none.
+    private static func durable(_ deliveries: [Delivery], limit: Int) -> Response? {
+        let durable = deliveries.lazy.map(\.event).filter { $0.id != nil }.prefix(limit)
+        guard let last = durable.last?.id else { return nil }
+        return answer(Array(durable), lastEventID: last)
     }
 
     private struct EnoughEvents: Error {}
