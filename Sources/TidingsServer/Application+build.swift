@@ -53,9 +53,14 @@ public func buildApplication(
         let publisher = InlinePublisher(gateway: gateway, store: memory)
         http1.additionalChannelHandlers = { [InlinePublishHandler(publisher: publisher)] }
     }
+    let connection = http1
     let application = Application(
         router: router,
-        server: .http1(configuration: http1),
+        server: HTTPServerBuilder { responder in
+            TidingsHTTPChannel(
+                responder: responder, configuration: connection, webSocket: WebSocketEndpoint(gateway: gateway),
+                maxFrameSize: configuration.maxBody)
+        },
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: InlinePublisher.serverName),
         services: backend.services + [BusTicker(bus: bus, keepAlive: configuration.keepAlive, clock: clock)],
         onServerRunning: onServerRunning,
@@ -71,6 +76,12 @@ public func buildRouter(gateway: Gateway) -> Router<TidingsRequestContext> {
         router.middlewares.add(AllowListCORSMiddleware(origins: gateway.configuration.corsOrigins))
     }
     SubscribeController(gateway: gateway).addRoutes(to: router)
+    // `GET /ws` without an upgrade: the upgrade itself is served by `TidingsHTTPChannel`.
+    router.get(RouterPath(WebSocketEndpoint.path)) { _, _ -> Response in
+        throw Problem(.upgradeRequired, type: "upgrade-required", title: "Upgrade Required",
+                      detail: "GET /ws is a WebSocket: send Upgrade: websocket", headers: [.upgrade: "websocket"])
+    }
+    PollController(gateway: gateway).addRoutes(to: router)
     PublishController(gateway: gateway).addRoutes(to: router)
     TicketController(gateway: gateway).addRoutes(to: router)
     OperationsController(gateway: gateway).addRoutes(to: router)

@@ -16,13 +16,10 @@ struct MemoryStoreTests {
     }
 
     /// Replays like a stream does and parses the frames back.
-    private func replayed(_ store: MemoryEventStore, _ targets: Set<Target>, after: EventID, through: EventID, pageSize: Int = 500) async throws -> [SSEEvent] {
-        var parser = SSEParser()
-        var events: [SSEEvent] = []
+    private func replayed(_ store: MemoryEventStore, _ targets: Set<Target>, after: EventID, through: EventID, pageSize: Int = 500) async throws -> [Received] {
+        var events: [Received] = []
         try await Replay.run(store: store, targets: targets, after: after, through: through, pageSize: pageSize) { frames in
-            for frame in frames {
-                for case .event(let event) in parser.feed(frame.readableBytesView) { events.append(event) }
-            }
+            events.append(contentsOf: frames.map(Received.init))
         }
         return events
     }
@@ -52,7 +49,7 @@ struct MemoryStoreTests {
         for _ in 0..<25 { _ = try await store.publish([newEvent([.user("a")])], publisher: "p") }
         #expect(store.count == 10)
         let events = try await replayed(store, [.user("a")], after: 3, through: 25)
-        #expect(events.first == SSEEvent(id: "15", type: "tidings.reset", data: #"{"reason":"history_expired","last_event_id":"3","oldest_available":"16"}"#))
+        #expect(events.first == Received(id: "15", type: "tidings.reset", data: #"{"reason":"history_expired","last_event_id":"3","oldest_available":"16"}"#))
         #expect(events.dropFirst().map(\.id) == (16...25).map { "\($0)" })
         // Resuming from the reset's id (what a browser sends next) gives no second reset.
         let again = try await replayed(store, [.user("a")], after: 15, through: 25)
@@ -72,7 +69,7 @@ struct MemoryStoreTests {
         #expect(events.map(\.id) == ["1", "2"])
         clock.advance(by: 60)  // everything expired
         let none = try await replayed(store, [.user("a")], after: 1, through: 2)
-        #expect(none == [SSEEvent(id: "2", type: "tidings.reset", data: #"{"reason":"history_expired","last_event_id":"1","oldest_available":null}"#)])
+        #expect(none == [Received(id: "2", type: "tidings.reset", data: #"{"reason":"history_expired","last_event_id":"1","oldest_available":null}"#)])
         #expect(try await replayed(store, [.user("a")], after: 2, through: 2).isEmpty)
     }
 
@@ -121,20 +118,15 @@ struct MemoryStoreTests {
                     let resume = EventID(Int.random(in: 0...max(0, Int(bus.lastDelivered))))
                     let (sub, horizon) = try bus.subscribe(user: "s\(n)", targets: [.topic("s")], hold: true)
                     defer { bus.unsubscribe(sub) }
-                    var parser = SSEParser()
-                    var seen: [String] = []
+                                var seen: [String] = []
                     try await Replay.run(store: store, targets: [.topic("s")], after: resume, through: horizon) { frames in
-                        for frame in frames {
-                            for case .event(let e) in parser.feed(frame.readableBytesView) { seen.append(e.id!) }
-                        }
+                        seen.append(contentsOf: frames.map { String($0.id!) })
                     }
                     sub.release(afterReplayThrough: horizon)
                     let driver = DrainingDriver(attachingTo: sub)
                     while seen.last != "\(total)" {
                         guard case .success(let batch) = try await driver.nextBatch() else { break }
-                        for delivery in batch {
-                            for case .event(let e) in parser.feed(delivery.frame.readableBytesView) { seen.append(e.id!) }
-                        }
+                        seen.append(contentsOf: batch.map { String($0.id!) })
                     }
                     let expected = ((Int(resume) + 1)...total).map { "\($0)" }
                     #expect(seen == expected, "subscriber \(n) resumed after \(resume)")

@@ -12,14 +12,11 @@ struct ResumeTests {
     private func replay(
         _ store: any EventStore, _ targets: Set<Target>, after: EventID, through: EventID, pageSize: Int = 500,
         during: (@Sendable (Int) -> Void)? = nil
-    ) async throws -> ([SSEEvent], Replay.Outcome) {
-        var parser = SSEParser()
-        var events: [SSEEvent] = []
+    ) async throws -> ([Received], Replay.Outcome) {
+        var events: [Received] = []
         var pages = 0
         let outcome = try await Replay.run(store: store, targets: targets, after: after, through: through, pageSize: pageSize) { frames in
-            for frame in frames {
-                for case .event(let event) in parser.feed(frame.readableBytesView) { events.append(event) }
-            }
+            events.append(contentsOf: frames.map(Received.init))
             pages += 1
             during?(pages)
         }
@@ -65,7 +62,7 @@ struct ResumeTests {
             if page == 1 { clock.set(Date(timeIntervalSince1970: 115)) }
         }
         #expect(events.map(\.id) == ["1", "2", "3", "6", "7", "8", "9", "10"])
-        #expect(events[3] == SSEEvent(id: "6", type: "tidings.reset", data: #"{"reason":"history_expired","last_event_id":"3","oldest_available":"7"}"#))
+        #expect(events[3] == Received(id: "6", type: "tidings.reset", data: #"{"reason":"history_expired","last_event_id":"3","oldest_available":"7"}"#))
         #expect(outcome.resets == 1)
         #expect(outcome.replayed == 7)
     }
@@ -93,7 +90,7 @@ struct ResumeTests {
         let start = store.historyStart
         // Nothing issued yet: the reset's id is the position before the first id.
         let (empty, emptyOutcome) = try await replay(store, [.user("a")], after: 27, through: bus.lastDelivered)
-        #expect(empty == [SSEEvent(id: "\(start)", type: "tidings.reset", data: #"{"reason":"unknown_position","last_event_id":"27","oldest_available":null}"#)])
+        #expect(empty == [Received(id: "\(start)", type: "tidings.reset", data: #"{"reason":"unknown_position","last_event_id":"27","oldest_available":null}"#)])
         #expect(emptyOutcome.floor == start)
 
         let ids = try await store.publish((0..<3).map { _ in newEvent([.user("a")]) }, publisher: "p")
@@ -115,7 +112,7 @@ struct ResumeTests {
         let bogus = ids[2] + 1_000
         let (subscription, horizon) = try bus.subscribe(user: "a", targets: [.user("a")], hold: true)
         let (events, outcome) = try await replay(store, [.user("a")], after: bogus, through: horizon)
-        #expect(events == [SSEEvent(
+        #expect(events == [Received(
             id: "\(ids[2])", type: "tidings.reset",
             data: #"{"reason":"unknown_position","last_event_id":"\#(bogus)","oldest_available":"\#(ids[0])"}"#)])
         #expect(outcome.floor == ids[2])

@@ -111,3 +111,22 @@ struct DrainTimeout: Error, CustomStringConvertible {
 struct StreamEndError: Error, Equatable {
     var reason: StreamEnd
 }
+
+/// An event as a client reads it (id as text, type, data), for comparing what a replay sent.
+struct Received: Equatable, CustomStringConvertible {
+    var id: String?
+    var type: String
+    var data: String
+
+    init(id: String?, type: String, data: String) {
+        self.id = id
+        self.type = type
+        self.data = data
+    }
+
+    init(_ event: Event) {
+        self.init(id: event.id.map(String.init), type: event.type.rawValue, data: event.data)
+    }
+
+    var description: String { "\(id ?? "-") \(type) \(data)" }
+}

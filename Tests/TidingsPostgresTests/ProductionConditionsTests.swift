@@ -164,12 +164,12 @@ struct ProductionConditionsTests {
                 try await SQL.run(url, "DELETE FROM tidings.events WHERE id <= 2")
                 // An instance whose horizon is 1 (behind the pruner): the reset says 1, not 2, so
                 // a reconnect from it still gets anything that may yet appear above 1.
-                var frames: [String] = []
+                var sent: [Received] = []
                 let outcome = try await Replay.run(store: backend.store, targets: [Target("user:u")!], after: 0, through: 1) {
-                    frames += $0.map { String(buffer: $0) }
+                    sent += $0.map { Received(id: $0.id, type: $0.type.rawValue, data: $0.data) }
                 }
-                #expect(frames == [
-                    "id: 1\nevent: tidings.reset\ndata: {\"reason\":\"history_expired\",\"last_event_id\":\"0\",\"oldest_available\":\"3\"}\n\n"
+                #expect(sent == [
+                    Received(id: 1, type: "tidings.reset", data: #"{"reason":"history_expired","last_event_id":"0","oldest_available":"3"}"#)
                 ])
                 #expect(outcome.floor == 1)
             }

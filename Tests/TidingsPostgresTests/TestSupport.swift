@@ -128,7 +128,7 @@ final class TestConnection: Sendable {
     }
 }
 
-/// An event as a subscriber received it, parsed back from its SSE frame.
+/// An event as a subscriber received it.
 struct Received: Sendable, Equatable {
     var id: EventID?
     var type: String
@@ -141,18 +141,7 @@ struct Received: Sendable, Equatable {
     }
 
     init(_ delivery: Delivery) {
-        let text = String(buffer: delivery.frame)
-        var id: EventID?
-        var type = ""
-        var data: [Substring] = []
-        for line in text.split(separator: "\n", omittingEmptySubsequences: true) {
-            if line.hasPrefix("id: ") { id = EventID(line.dropFirst(4)) }
-            else if line.hasPrefix("event: ") { type = String(line.dropFirst(7)) }
-            else if line.hasPrefix("data: ") { data.append(line.dropFirst(6)) }
-        }
-        self.id = id
-        self.type = type
-        self.data = data.joined(separator: "\n")
+        self.init(id: delivery.event.id, type: delivery.event.type.rawValue, data: delivery.event.data)
     }
 }
 

@@ -3,6 +3,7 @@ import Foundation
 import NIOCore
 import NIOHTTP1
 import TidingsCore
+import TidingsServer
 
 extension Tail {
     /// `GET /events`: reconnects after the server's `retry:` delay with `Last-Event-ID`.

@@ -97,6 +97,7 @@ public final class EventBus: Sendable {
         targets: [Target],
         expiresAt: NIODeadline? = nil,
         hold: Bool,
+        keepAlive: Subscription.KeepAlive = .whenIdle,
         interrupt: (@Sendable () -> Void)? = nil
     ) throws(Rejection) -> (subscription: Subscription, horizon: EventID) {
         let result: Result<(Subscription, EventID), Rejection> = state.withLock { state in
@@ -112,7 +113,7 @@ public final class EventBus: Sendable {
             state.nextSubscriptionID += 1
             let subscription = Subscription(
                 id: id, user: user, expiresAt: expiresAt, maxQueue: limits.maxQueue, holding: hold,
-                interrupt: interrupt)
+                keepAlive: keepAlive, interrupt: interrupt)
             state.all[id] = (subscription, targets)
             state.perUser[user] = userCount + 1
             for target in targets {
@@ -174,6 +175,11 @@ public final class EventBus: Sendable {
         }
     }
 
+    /// The targets an open subscription has now; `nil` when it is no longer on the bus.
+    public func targets(of subscription: Subscription) -> [Target]? {
+        state.withLock { $0.all[subscription.id]?.targets }
+    }
+
     /// Open streams of `user` on this instance.
     public func connections(user: String) -> Int {
         state.withLock { $0.perUser[user, default: 0] }
@@ -231,7 +237,7 @@ public final class EventBus: Sendable {
             }
             state.dispatch &+= 1
             let dispatch = state.dispatch
-            let delivery = Delivery(id: event.id, frame: event.frame, chunk: event.chunk)
+            let delivery = Delivery(event)
             var count = 0
             func fanOut(to subscriptions: [Subscription]) {
                 // Subscriptions are not in cache any more between events: ask for a few ahead.

@@ -13,17 +13,16 @@ public enum StreamEnd: String, Sendable, CaseIterable {
     case clientClosed = "client_closed"
 }
 
-/// One event handed to a subscriber: its id (for de-duplication at the replay seam), its frame,
-/// and the frame as an HTTP/1.1 chunk — both shared by every subscriber.
+/// One event handed to a subscriber: its id (for de-duplication at the replay seam, read without
+/// touching the event) and the event, shared by every subscriber, which the stream's transport
+/// encodes (once for all of its streams).
 public struct Delivery: Sendable {
     public var id: EventID?
-    public var frame: ByteBuffer
-    public var chunk: ByteBuffer
+    public var event: Event
 
-    public init(id: EventID?, frame: ByteBuffer, chunk: ByteBuffer) {
-        self.id = id
-        self.frame = frame
-        self.chunk = chunk
+    public init(_ event: Event) {
+        self.id = event.id
+        self.event = event
     }
 }
 
@@ -92,7 +91,18 @@ public final class Subscription: Sendable {
         /// The driver was told about `end`.
         var endDrained = false
         var keepAliveDue = false
+        /// Keep-alives go out every interval, not only after silence (WebSocket pings, which
+        /// also tell whether the peer is still there).
+        let keepAliveAlways: Bool
         var lastActivity: NIODeadline
+    }
+
+    /// When a stream gets keep-alives.
+    public enum KeepAlive: Sendable {
+        /// After `--keepalive` without anything sent (SSE comments).
+        case whenIdle
+        /// Every `--keepalive` (WebSocket pings).
+        case always
     }
 
     /// What the writer should do next.
@@ -106,7 +116,7 @@ public final class Subscription: Sendable {
     }
 
     init(
-        id: UInt64, user: String, expiresAt: NIODeadline?, maxQueue: Int, holding: Bool,
+        id: UInt64, user: String, expiresAt: NIODeadline?, maxQueue: Int, holding: Bool, keepAlive: KeepAlive = .whenIdle,
         interrupt: (@Sendable () -> Void)?
     ) {
         self.interrupt = interrupt
@@ -114,7 +124,7 @@ public final class Subscription: Sendable {
         self.user = user
         self.expiresAt = expiresAt
         self.maxQueue = maxQueue
-        self.state = Mutex(State(holding: holding, lastActivity: .now()))
+        self.state = Mutex(State(holding: holding, keepAliveAlways: keepAlive == .always, lastActivity: .now()))
     }
 
     /// Hands the rest of the stream to `driver`: live delivery, keep-alives and the end (also
@@ -311,7 +321,7 @@ extension Subscription.State {
                 buffer.insert(first, at: 0)
             }
             keepAliveDue = false
-            lastActivity = now
+            if !keepAliveAlways { lastActivity = now }
             return .events
         }
         if keepAliveDue {

@@ -56,15 +56,42 @@ public struct PublishRequest: Sendable, Equatable {
         }
     }
 
+    /// Decodes a publish carried in a message with envelope fields of its own (a WebSocket's
+    /// `{"type":"publish","ref":…}`): either the fields of one event beside the envelope, or an
+    /// `events` array (then decoded exactly like a `POST /events` array body).
+    /// - Parameters:
+    ///   - document: `message` parsed (the caller already looked at its envelope).
+    ///   - envelope: the message's own fields, which are not the event's.
+    public static func decode(
+        message: [UInt8], document: JSONValue, envelope: Set<String>, limits: Limits = .init()
+    ) throws(PublishError) -> PublishRequest {
+        guard case .object(let members) = document else {
+            throw .invalid([.init(pointer: "", detail: "a message must be a JSON object, not \(document.kindName)")])
+        }
+        if let batch = members.first(where: { $0.key == "events" }) {
+            guard case .array = batch.value else {
+                throw .invalid([.init(pointer: "/events", detail: "must be an array of events, not \(batch.value.kindName)")])
+            }
+            return try decode(Array(message[batch.range]), limits: limits)
+        }
+        var decoder = Decoder(body: message, limits: limits, envelope: envelope)
+        let event = decoder.event(document, pointer: "")
+        try decoder.finish()
+        return PublishRequest(events: [event!], isBatch: false)
+    }
+
     private struct Decoder {
         let body: [UInt8]
         let limits: Limits
+        /// Top-level fields that belong to the message around the event.
+        var envelope: Set<String> = []
         var problems: [PublishError.FieldError] = []
         var tooLarge: [PublishError.FieldError] = []
 
-        init(body: [UInt8], limits: Limits) {
+        init(body: [UInt8], limits: Limits, envelope: Set<String> = []) {
             self.body = body
             self.limits = limits
+            self.envelope = envelope
         }
 
         func finish() throws(PublishError) {
@@ -93,6 +120,7 @@ public struct PublishRequest: Sendable, Equatable {
             }
 
             for member in members {
+                if pointer.isEmpty, envelope.contains(member.key) { continue }
                 let at = pointer + "/" + escapePointer(member.key)
                 guard seenKeys.insert(member.key).inserted else {
                     problems.append(.init(pointer: at, detail: "the field appears twice"))

@@ -1,4 +1,4 @@
-public import NIOCore
+import Foundation
 
 /// Sends a resuming stream its history: the events of its targets after the resume point up to
 /// the horizon (the id the bus had delivered when the stream registered), in id order, paged.
@@ -35,7 +35,8 @@ public enum Replay {
         public var resets: Int
     }
 
-    /// - Parameter emit: writes a group of frames (one write per page).
+    /// - Parameter emit: sends a group of events, resets included, in order (one call per page);
+    ///   the transport encodes them.
     @discardableResult
     public static func run(
         store: any EventStore,
@@ -43,7 +44,7 @@ public enum Replay {
         after resumePoint: EventID,
         through horizon: EventID,
         pageSize: Int = defaultPageSize,
-        emit: ([ByteBuffer]) async throws -> Void
+        emit: ([Event]) async throws -> Void
     ) async throws -> Outcome {
         var outcome = Outcome(replayed: 0, floor: max(resumePoint, horizon), resets: 0)
         if resumePoint > horizon {
@@ -53,7 +54,7 @@ public enum Replay {
             guard resumePoint > lastIssued else { return outcome }
             let oldest = try await store.replay(targets: targets, after: horizon, through: horizon, limit: 0).oldestRetained
             let data = resetData(.unknownPosition, given: resumePoint, oldest: oldest)
-            try await emit([SSEFrame.event(id: horizon, type: .reset, data: data)])
+            try await emit([reset(id: horizon, data: data)])
             outcome.floor = horizon
             outcome.resets = 1
             return outcome
@@ -63,26 +64,29 @@ public enum Replay {
         var first = true
         while first || after < horizon {
             let page = try await store.replay(targets: targets, after: after, through: horizon, limit: pageSize)
-            var frames = page.events.map(\.frame)
+            var events = page.events
             let reason: ResetReason? =
                 first && beforeHistory ? .unknownPosition : page.hasGap(after: after) ? .historyExpired : nil
             if let reason {
                 let uncapped = reason == .unknownPosition && page.oldestRetained == nil
                     ? max(page.cut, store.historyStart) : page.resetID
                 let id = max(after, min(uncapped, horizon))
-                frames.insert(
-                    SSEFrame.event(id: id, type: .reset, data: resetData(reason, given: after, oldest: page.oldestRetained)),
-                    at: 0)
+                events.insert(reset(id: id, data: resetData(reason, given: after, oldest: page.oldestRetained)), at: 0)
                 outcome.resets += 1
             }
             first = false
-            if !frames.isEmpty { try await emit(frames) }
+            if !events.isEmpty { try await emit(events) }
             guard let last = page.events.last?.id else { break }
             outcome.replayed += page.events.count
             after = last
             if page.events.count < pageSize { break }
         }
         return outcome
+    }
+
+    /// A `tidings.reset` event for one stream.
+    static func reset(id: EventID, data: String) -> Event {
+        Event(id: id, targets: [], type: .reset, data: data, createdAt: Date())
     }
 
     /// `{"reason":…,"last_event_id":"<given>","oldest_available":"<id>"|null}`.

@@ -9,6 +9,9 @@ public struct Subscriber: Sendable {
     public var user: String
     public var topicPatterns: [String]
     public var expiresAt: Date?
+    /// What the token may also publish (its `publish` claim), for a WebSocket's `publish`
+    /// messages; `nil` for none (and for a ticket).
+    public var publisher: Publisher? = nil
 
     /// True when the token's `topics` claim allows `topic`.
     public func mayRead(topic: String) -> Bool {
@@ -144,7 +147,9 @@ public final class Authenticator: Sendable {
     /// A subscriber identity from a token.
     public func subscriber(token: String) async throws(AuthError) -> Subscriber {
         let claims = try await verify(token: token)
-        return Subscriber(user: claims.sub.value, topicPatterns: claims.topics ?? [], expiresAt: claims.exp?.value)
+        return Subscriber(
+            user: claims.sub.value, topicPatterns: claims.topics ?? [], expiresAt: claims.exp?.value,
+            publisher: Self.publisher(claims))
     }
 
     /// A publisher from a static key or a token with a `publish` claim.

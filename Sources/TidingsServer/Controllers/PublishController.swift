@@ -52,6 +52,15 @@ public struct PublishController: Sendable {
         } catch {
             throw Problem.publish(error)
         }
+        let ids = try await store(decoded, by: publisher)
+        return Response(status: .accepted, headers: [.contentType: "application/json"],
+                        body: .init(byteBuffer: Self.acceptedBody(ids: ids, isBatch: decoded.isBatch)))
+    }
+
+    /// Stores validated events for `publisher` (`POST /events` and a WebSocket's `publish`).
+    /// - Throws: a ``Problem``: 403 when it may not publish to every target, 503 when the store
+    ///   failed (nothing stored) or the outcome of its commit is unknown.
+    func store(_ decoded: PublishRequest, by publisher: Publisher) async throws -> [EventID] {
         var denied: [PublishError.FieldError] = []
         for (index, event) in decoded.events.enumerated() {
             for target in event.targets where !publisher.mayPublish(to: target) {
@@ -62,9 +71,8 @@ public struct PublishController: Sendable {
         if !denied.isEmpty {
             throw Problem.forbidden("the credential may not publish to every target; nothing was stored", errors: denied)
         }
-        let ids: [EventID]
         do {
-            ids = try await gateway.store.publish(decoded.events, publisher: publisher.id)
+            return try await gateway.store.publish(decoded.events, publisher: publisher.id)
         } catch is CommitOutcomeUnknownError {
             gateway.logger.error("publish outcome unknown: the database connection was lost during COMMIT")
             throw Problem.outcomeUnknown
@@ -72,8 +80,6 @@ public struct PublishController: Sendable {
             gateway.logger.error("publish failed", metadata: ["error.type": "\(String(reflecting: type(of: error)))", "error": "\(error)"])
             throw Problem.unavailable("the event store is unavailable; nothing was stored, retry later", retryAfter: 2)
         }
-        return Response(status: .accepted, headers: [.contentType: "application/json"],
-                        body: .init(byteBuffer: Self.acceptedBody(ids: ids, isBatch: decoded.isBatch)))
     }
 
     /// The 202 body: `{"id":"…"}` for one event, `{"ids":[…]}` for a batch.

@@ -39,13 +39,26 @@ public struct Problem: HTTPResponseError, Encodable, Sendable {
     }
 
     public func response(from request: Request, context: some RequestContext) throws -> Response {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        let data = try encoder.encode(self)
+        Response(status: status, headers: responseHeaders, body: .init(byteBuffer: try body()))
+    }
+
+    /// The headers of the problem's response: its own and the content type.
+    var responseHeaders: HTTPFields {
         var headers = self.headers
         headers[.contentType] = "application/problem+json"
-        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: data)))
+        return headers
     }
+
+    /// The problem as its JSON document.
+    func body() throws -> ByteBuffer {
+        ByteBuffer(bytes: try Self.encoder.encode(self))
+    }
+
+    static let encoder: JSONEncoder = {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return encoder
+    }()
 }
 
 extension Problem {

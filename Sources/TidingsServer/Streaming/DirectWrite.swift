@@ -3,7 +3,7 @@ import NIOCore
 
 /// One `send`/`sendmsg` of pre-encoded chunks to a connection's socket, bypassing NIO's write
 /// path. Only valid on the channel's event loop while NIO holds no unsent bytes for it (see
-/// ``ChannelSink``); never blocks (`MSG_DONTWAIT`), never raises SIGPIPE (`MSG_NOSIGNAL`).
+/// ``StreamSink``); never blocks (`MSG_DONTWAIT`), never raises SIGPIPE (`MSG_NOSIGNAL`).
 /// Linux only, like the rest of the gateway.
 enum DirectWrite {
     enum Outcome {

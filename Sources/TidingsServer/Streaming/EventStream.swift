@@ -15,7 +15,7 @@ struct EventStream: Sendable {
     let resumePoint: EventID?
     let horizon: EventID
 
-    /// Writes the preamble and the replay, then hands the stream to a ``ChannelSink``; throws
+    /// Writes the preamble and the replay, then hands the stream to a ``StreamSink``; throws
     /// ``StreamHandoff/HandedOver`` when it did: Hummingbird's handler does not wait for the end
     /// of the stream.
     func run(writer: inout any ResponseBodyWriter) async throws {
@@ -53,8 +53,8 @@ struct EventStream: Sendable {
         }
         // Live events go straight from the bus into the connection on its event loop, and the
         // stream's end is written there too.
-        let sink = ChannelSink(
-            channel: channel, subscription: subscription, bus: gateway.bus, logger: gateway.logger,
+        let sink = StreamSink(
+            channel: channel, subscription: subscription, framing: .sse, bus: gateway.bus, logger: gateway.logger,
             batcher: gateway.batchers.batcher(for: channel.eventLoop))
         try await sink.start()
     }
@@ -64,8 +64,8 @@ struct EventStream: Sendable {
     private func replay(after resumePoint: EventID, writer: inout any ResponseBodyWriter) async throws -> EventID {
         let outcome = try await Replay.run(
             store: gateway.store, targets: targets, after: resumePoint, through: horizon
-        ) { frames in
-            try await writer.write(contentsOf: frames)
+        ) { events in
+            try await writer.write(contentsOf: events.lazy.map { $0.encoded(SSEFrameEncoding.self) })
         }
         gateway.metrics.replayed.increment(by: outcome.replayed)
         return outcome.floor

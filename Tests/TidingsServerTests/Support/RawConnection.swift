@@ -43,6 +43,18 @@ final class RawConnection: Sendable {
         channel.close(promise: nil)
     }
 
+    /// Everything received so far.
+    var bytes: [UInt8] { received.bytes.withLock { $0 } }
+
+    /// Waits until the server closed the connection.
+    func waitForClose(timeout: Duration = .seconds(10)) async throws {
+        let deadline = ContinuousClock.now + timeout
+        while channel.isActive {
+            if ContinuousClock.now > deadline { throw TestFailure("the connection is still open after \(timeout)") }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+    }
+
     private final class Received: ChannelInboundHandler, Sendable {
         typealias InboundIn = ByteBuffer
         let bytes = Mutex<[UInt8]>([])

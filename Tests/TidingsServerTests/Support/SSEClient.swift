@@ -4,6 +4,7 @@ import NIOCore
 import NIOHTTP1
 import Synchronization
 import TidingsCore
+import TidingsServer
 
 /// How a stream's body ended, as its client saw it.
 enum StreamEnding: Equatable, Sendable {

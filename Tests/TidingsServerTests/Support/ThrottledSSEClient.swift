@@ -3,6 +3,7 @@ import NIOHTTP1
 import NIOPosix
 import Synchronization
 import TidingsCore
+import TidingsServer
 
 /// An SSE client on a bare NIO socket whose receive buffer is a few KB and which reads only
 /// while not paused: the server's writes back up after a few KB, deterministically (with

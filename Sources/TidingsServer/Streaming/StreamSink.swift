@@ -4,11 +4,12 @@ import NIOCore
 import Synchronization
 import TidingsCore
 
-/// Owns a stream once its preamble and replay are written. The socket is handed over from
-/// Hummingbird's channel to a bare NIO channel of our own on the same event loop (see
-/// ``StreamHandoff``), and from then on the stream has no task and no HTTP machinery: live
-/// events, keep-alives, the end of the stream and the client going away are all handled here.
-/// (Hummingbird's connection task and pipeline cost several times more memory than the stream.)
+/// Owns a stream once its preamble and replay are written, for every transport that lives on a
+/// connection of its own (SSE and WebSocket): live events, keep-alives, the end of the stream and
+/// the client going away are all handled here, on the connection's event loop, with no task and
+/// no HTTP machinery. The stream's life is a ``StreamStateMachine``; this class performs what it
+/// decides. What differs between transports is its ``StreamFraming``: the bytes of an event (each
+/// encoded once per event for all streams of that transport), of a keep-alive and of a goodbye.
 ///
 /// The bus marks the subscription ready, the loop's ``LoopBatcher`` drains every ready
 /// subscription in one pass. What a connection has queued goes out in one `send`/`sendmsg`
@@ -19,24 +20,20 @@ import TidingsCore
 /// While the connection is not writable (the client reads slower than events arrive) nothing is
 /// taken from the subscription's queue, so the queue — bounded by `--max-queue` — is what
 /// absorbs the backlog, and the client is disconnected when it overflows.
-final class ChannelSink: SubscriptionDriver, @unchecked Sendable {
+final class StreamSink: SubscriptionDriver, @unchecked Sendable {
     // @unchecked: every `var` is only touched on `channel.eventLoop`; the rest is immutable.
-    /// Hummingbird's channel until the handoff, then ours (same socket, same event loop).
+    /// For SSE, Hummingbird's channel until the handoff, then ours (same socket, same event loop).
     fileprivate(set) var channel: any Channel
     let subscription: Subscription
+    let framing: StreamFraming
     private let bus: EventBus
     private let logger: Logger
     private let batcher: LoopBatcher
     private var buffer: [Delivery] = []
-    private var waitingForWritability = false
-    /// The context of the stream channel's only handler: chunks NIO must write go there
-    /// (pre-encoded HTTP chunks, shared by every subscriber of an event).
+    private(set) var machine: StreamStateMachine
+    /// The context of the stream channel's wire handler, nearest the socket: everything the
+    /// stream writes goes there (pre-encoded bytes, shared by every subscriber of an event).
     fileprivate var wire: ChannelHandlerContext?
-    /// Writes handed to NIO whose promise has not completed yet. While it is
-    /// zero NIO holds no unsent bytes for this socket, so a live chunk can go straight to the
-    /// socket with one `send` — NIO's write path costs more than the syscall itself at light
-    /// fan-out — without overtaking anything.
-    fileprivate var pendingInPipeline = 0
     /// The descriptor of the stream's channel, for direct writes (nil: everything goes through
     /// NIO). Kept here rather than asked of the channel per write (two more objects touched per
     /// subscriber per event). It is cleared before this code closes the channel and when the
@@ -44,19 +41,23 @@ final class ChannelSink: SubscriptionDriver, @unchecked Sendable {
     /// code of ours that can run between that and `channelInactive` is a writability change,
     /// which checks `isActive` (already false by then) before writing.
     fileprivate var descriptor: CInt?
-    /// The stream's last chunk is written (or the connection is gone): close once NIO wrote it.
-    private var ended = false
-    /// The close was asked for.
-    private var closing = false
 
     /// Where `subscription` and `wire` live, for prefetching them without retaining them.
     private let subscriptionAddress: UnsafeRawPointer
     fileprivate var wireAddress: UnsafeRawPointer?
     private var bufferAddress: UnsafeRawPointer?
 
-    init(channel: any Channel, subscription: Subscription, bus: EventBus, logger: Logger, batcher: LoopBatcher) {
+    /// How long a goodbye that NIO could not send yet may take before the connection is cut.
+    static let goodbyeGrace = TimeAmount.seconds(5)
+
+    init(
+        channel: any Channel, subscription: Subscription, framing: StreamFraming, bus: EventBus, logger: Logger,
+        batcher: LoopBatcher
+    ) {
         self.channel = channel
         self.subscription = subscription
+        self.framing = framing
+        self.machine = StreamStateMachine(maxUnansweredKeepAlives: framing.maxUnansweredKeepAlives)
         self.subscriptionAddress = UnsafeRawPointer(Unmanaged.passUnretained(subscription).toOpaque())
         buffer.reserveCapacity(1)
         bufferAddress = buffer.withUnsafeBufferPointer { $0.baseAddress.map(UnsafeRawPointer.init) }
@@ -65,9 +66,9 @@ final class ChannelSink: SubscriptionDriver, @unchecked Sendable {
         self.batcher = batcher
     }
 
-    /// Takes the connection over from Hummingbird: must be called after its last write for this
-    /// response (they are ordered before the handoff on the event loop). Hummingbird's handler
-    /// then finds its connection closed and ends.
+    /// SSE: takes the connection over from Hummingbird: must be called after its last write for
+    /// this response (they are ordered before the handoff on the event loop). Hummingbird's
+    /// handler then finds its connection closed and ends.
     func start() async throws {
         let hummingbird = channel
         try await hummingbird.eventLoop.flatSubmit {
@@ -75,17 +76,18 @@ final class ChannelSink: SubscriptionDriver, @unchecked Sendable {
         }.get()
     }
 
-    /// On the event loop: makes `channel` the stream's, with the sink's handler as its only one.
+    /// On the event loop: makes `channel` the stream's, with the sink's wire handler nearest the
+    /// socket.
     func adopt(_ channel: any Channel) throws {
         self.channel = channel
-        try channel.pipeline.syncOperations.addHandler(WireHandler(sink: self))
+        try channel.pipeline.syncOperations.addHandler(WireHandler(sink: self), position: .first)
     }
 
-    /// On the event loop, once adopted: live delivery starts. Unless the client already left
-    /// (then the stream is off the bus, and attaching would tie the subscription and this sink
-    /// to each other for good).
+    /// On the event loop, once adopted and the replay is written: live delivery starts. Unless
+    /// the client already left (then the stream is off the bus, and attaching would tie the
+    /// subscription and this sink to each other for good).
     func attach() {
-        if !ended { subscription.attach(self) }
+        if machine.attach() == .attach { subscription.attach(self) }
     }
 
     /// Starts loading what a drain touches besides the sink (call once the sink is cached).
@@ -104,16 +106,16 @@ final class ChannelSink: SubscriptionDriver, @unchecked Sendable {
     /// NIO holds nothing for it, else through the pipeline without flushing.
     /// - Returns: true when something was written to the pipeline and needs a flush.
     func drainOnLoop(now: NIODeadline = .now()) -> Bool {
-        guard let wire, !ended else { return false }
-        if pendingInPipeline > 0, !channel.isWritable {
-            // A client this far behind gets no goodbye: its stream ending closes it at once.
-            // Skipping the drain (not just returning) is what has the end reach this sink.
-            if subscription.skipDrain() != nil {
-                closeNow(wire)
-            } else {
-                waitingForWritability = true
-            }
+        guard let wire else { return false }
+        switch machine.drainRequested(isWritable: channel.isWritable) {
+        case .none:
             return false
+        case .park:
+            // Skipping the drain (not just returning) is what has the end reach this sink.
+            if let reason = subscription.skipDrain() { return end(reason, on: wire) }
+            return false
+        case .take:
+            break
         }
         switch subscription.drain(into: &buffer, now: now) {
         case .events:
@@ -122,28 +124,84 @@ final class ChannelSink: SubscriptionDriver, @unchecked Sendable {
                 // The drain may have swapped the storage for the subscription's.
                 bufferAddress = buffer.withUnsafeBufferPointer { $0.baseAddress.map(UnsafeRawPointer.init) }
             }
-            return write(buffer.lazy.map(\.chunk), count: buffer.count, to: wire)
+            let framing = self.framing
+            return write(buffer.lazy.map { framing.encoded($0.event) }, count: buffer.count, to: wire)
         case .keepAlive:
-            return write(CollectionOfOne(SSEFrame.keepAliveChunk), count: 1, to: wire)
-        case .end(let reason):
-            logger.debug("stream ended", metadata: ["tidings.reason": .string(reason.rawValue)])
-            if reason == .slowConsumer {
-                // It stopped reading: no goodbye, the connection goes now.
-                closeNow(wire)
+            switch machine.keepAliveDue() {
+            case .send:
+                return write(CollectionOfOne(framing.keepAlive), count: 1, to: wire)
+            case .close:
+                logger.debug("stream closed: keep-alives unanswered")
+                close(wire)
                 return false
             }
-            ended = true
-            let queued = write(CollectionOfOne(SSEFrame.lastChunk), count: 1, to: wire)
-            if pendingInPipeline == 0 { closeNow(wire) }
-            return queued
+        case .end(let reason):
+            return end(reason, on: wire)
         case nil:
             return false
         }
     }
 
+    /// The stream ended: the transport's goodbye, or (a client that stopped reading, unless the
+    /// transport can still say why) a cut.
+    private func end(_ reason: StreamEnd, on wire: ChannelHandlerContext) -> Bool {
+        logger.debug("stream ended", metadata: ["tidings.reason": .string(reason.rawValue)])
+        return end(reason, goodbye: framing.goodbye(reason), on: wire)
+    }
+
+    private func end(_ reason: StreamEnd, goodbye: ByteBuffer, on wire: ChannelHandlerContext) -> Bool {
+        switch machine.streamEnded(reason, goodbyeWhenSlow: framing.goodbyeWhenSlow) {
+        case .none:
+            return false
+        case .close:
+            close(wire)
+            return false
+        case .writeGoodbye:
+            let queued = write(CollectionOfOne(goodbye), count: 1, to: wire)
+            switch machine.goodbyeWritten() {
+            case .close:
+                close(wire)
+            case .waitForPipeline:
+                // A client that does not read its goodbye does not keep the connection.
+                wire.eventLoop.scheduleTask(in: Self.goodbyeGrace) { [weak self] in
+                    guard let self, let wire = self.wire else { return }
+                    self.closeNow(wire)
+                }
+            }
+            return queued
+        }
+    }
+
+    /// On the event loop: the client ended the stream (a WebSocket close, or a protocol error):
+    /// `goodbye` (a close frame) goes out after what was written, then the connection closes and
+    /// the stream leaves the bus.
+    func endByClient(goodbye: ByteBuffer) {
+        guard let wire else { return }
+        if end(.clientClosed, goodbye: goodbye, on: wire) { wire.flush() }
+        subscription.finish(.clientClosed)
+    }
+
+    /// On the event loop, before live delivery starts: writes replayed frames through NIO; the
+    /// future completes once the socket took them (the replay's backpressure).
+    func writeReplay(_ frames: [ByteBuffer]) -> EventLoopFuture<Void> {
+        guard let wire, let last = frames.last else { return channel.eventLoop.makeSucceededVoidFuture() }
+        for frame in frames.dropLast() { wire.write(NIOAny(frame), promise: nil) }
+        let written = wire.eventLoop.makePromise(of: Void.self)
+        writeTracked(NIOAny(last), on: wire, promise: written)
+        wire.flush()
+        return written.futureResult
+    }
+
+    /// On the event loop: writes bytes of the stream's own (a WebSocket's pong, close or answer)
+    /// behind everything written before, and flushes.
+    func writeOwn(_ bytes: ByteBuffer) {
+        guard let wire, machine.state != .closing, machine.state != .closed else { return }
+        if write(CollectionOfOne(bytes), count: 1, to: wire) { wire.flush() }
+    }
+
     private func write<Chunks: Collection<ByteBuffer>>(_ chunks: Chunks, count: Int, to wire: ChannelHandlerContext) -> Bool {
         var sent = 0
-        if pendingInPipeline == 0, let descriptor {
+        if machine.mayWriteDirectly, let descriptor {
             switch DirectWrite.send(chunks, count: count, on: descriptor) {
             case .sent(let bytes):
                 // All of it (the common case): nothing for NIO.
@@ -179,21 +237,28 @@ final class ChannelSink: SubscriptionDriver, @unchecked Sendable {
 
     /// Writes into the pipeline, counting the write until NIO completes it; closes the
     /// connection when the stream has ended and this was the last write outstanding.
-    fileprivate func writeTracked(_ data: NIOAny, on context: ChannelHandlerContext) {
-        let promise = context.eventLoop.makePromise(of: Void.self)
-        pendingInPipeline += 1
-        promise.futureResult.whenComplete { _ in
-            self.pendingInPipeline -= 1
-            if self.pendingInPipeline == 0, self.ended, let wire = self.wire { self.closeNow(wire) }
+    fileprivate func writeTracked(_ data: NIOAny, on context: ChannelHandlerContext, promise: EventLoopPromise<Void>? = nil) {
+        let tracked = context.eventLoop.makePromise(of: Void.self)
+        machine.pipelineWriteStarted()
+        tracked.futureResult.whenComplete { result in
+            if self.machine.pipelineWriteCompleted() == .close, let wire = self.wire { self.close(wire) }
+            promise?.completeWith(result)
         }
-        context.write(data, promise: promise)
+        context.write(data, promise: tracked)
     }
 
     /// Closes the connection, once.
+    func closeNow() {
+        if let wire { closeNow(wire) }
+    }
+
     private func closeNow(_ wire: ChannelHandlerContext) {
-        ended = true
-        guard !closing else { return }
-        closing = true
+        guard machine.closeNow() == .close else { return }
+        close(wire)
+    }
+
+    /// Closes the connection (the machine has decided so).
+    private func close(_ wire: ChannelHandlerContext) {
         descriptor = nil
         wire.close(promise: nil)
     }
@@ -203,19 +268,23 @@ final class ChannelSink: SubscriptionDriver, @unchecked Sendable {
         wire?.flush()
     }
 
+    /// On the event loop: the peer answered a keep-alive.
+    func keepAliveAnswered() {
+        machine.keepAliveAnswered()
+    }
+
     /// On the event loop: the connection can take data again.
     func writabilityChanged() {
-        guard waitingForWritability, channel.isActive, channel.isWritable else { return }
-        waitingForWritability = false
+        guard machine.writabilityChanged(isActive: channel.isActive, isWritable: channel.isWritable) == .drain else { return }
         if drainOnLoop() { flushOnLoop() }
     }
 
     /// On the event loop: the connection is closed; the stream leaves the bus.
     fileprivate func connectionClosed() {
-        ended = true
         wire = nil
         wireAddress = nil
         descriptor = nil
+        guard machine.channelInactive() == .leaveBus else { return }
         subscription.finish(.clientClosed)
         subscription.detach()
         bus.unsubscribe(subscription)
@@ -230,8 +299,8 @@ final class LoopBatcher: DrainKick, Sendable {
     private let state = Mutex(State())
 
     private struct State {
-        var ready: [ChannelSink] = []
-        var spare: [ChannelSink] = []
+        var ready: [StreamSink] = []
+        var spare: [StreamSink] = []
         var scheduled = false
     }
 
@@ -240,7 +309,7 @@ final class LoopBatcher: DrainKick, Sendable {
     }
 
     /// Queues `sink`; returns self when the caller must ``kick()`` (no drain was pending).
-    func schedule(_ sink: ChannelSink) -> (any DrainKick)? {
+    func schedule(_ sink: StreamSink) -> (any DrainKick)? {
         let first = state.withLock { state -> Bool in
             state.ready.append(sink)
             if state.scheduled { return false }
@@ -255,9 +324,9 @@ final class LoopBatcher: DrainKick, Sendable {
     }
 
     private func drainAll() {
-        var ready = state.withLock { state -> [ChannelSink] in
+        var ready = state.withLock { state -> [StreamSink] in
             state.scheduled = false
-            var ready: [ChannelSink] = []
+            var ready: [StreamSink] = []
             swap(&ready, &state.spare)
             swap(&ready, &state.ready)
             return ready
@@ -271,7 +340,7 @@ final class LoopBatcher: DrainKick, Sendable {
         for index in 0..<count {
             if index + 2 < count {
                 // The reference's bits, read without retaining (a retain would load the object).
-                let next = ready.withUnsafeBytes { $0.load(fromByteOffset: (index + 2) * MemoryLayout<ChannelSink>.stride, as: UnsafeRawPointer.self) }
+                let next = ready.withUnsafeBytes { $0.load(fromByteOffset: (index + 2) * MemoryLayout<StreamSink>.stride, as: UnsafeRawPointer.self) }
                 tidings_prefetch(next, 4)
             }
             if index + 1 < count { ready[index + 1].prefetchParts() }
@@ -300,16 +369,17 @@ final class LoopBatchers: Sendable {
     }
 }
 
-/// The only handler of a stream's own channel: gives the sink a place to write raw HTTP chunks,
-/// tells it when the connection becomes writable again or closes, and discards whatever the
-/// client sends after its request (no second request is ever served on a stream's connection).
+/// The handler nearest the socket on a stream's own channel: gives the sink a place to write
+/// pre-encoded bytes, tells it when the connection becomes writable again or closes. What the
+/// client sends goes on to the transport's handlers (a WebSocket's frames); without any (SSE)
+/// it is discarded: no second request is ever served on a stream's connection.
 private final class WireHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = NIOAny
     typealias OutboundIn = NIOAny
     typealias OutboundOut = ByteBuffer
-    private let sink: ChannelSink
+    private let sink: StreamSink
 
-    init(sink: ChannelSink) {
+    init(sink: StreamSink) {
         self.sink = sink
     }
 
@@ -319,11 +389,19 @@ private final class WireHandler: ChannelDuplexHandler, RemovableChannelHandler {
         sink.descriptor = DirectWrite.descriptor(of: context)
     }
 
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {}
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if sink.framing.readsClient { context.fireChannelRead(data) }
+    }
 
     func channelInactive(context: ChannelHandlerContext) {
         sink.connectionClosed()
         context.fireChannelInactive()
+    }
+
+    /// Writes of the transport's handlers (a protocol error's close frame) count like the sink's
+    /// own, so a direct write never overtakes them.
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        sink.writeTracked(data, on: context, promise: promise)
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {

@@ -1,7 +1,8 @@
 import Foundation
 import NIOCore
 import Testing
-@testable import TidingsCore
+import TidingsCore
+@testable import TidingsServer
 
 @Suite("SSE framing")
 struct FramingTests {

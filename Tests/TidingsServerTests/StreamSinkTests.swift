@@ -36,7 +36,7 @@ private final class StalledSocket: ChannelOutboundHandler {
     }
 }
 
-/// One live stream driven by a ``ChannelSink`` on an `EmbeddedChannel`: no socket, so no direct
+/// One live stream driven by a ``StreamSink`` on an `EmbeddedChannel`: no socket, so no direct
 /// writes either (the channel exposes no descriptor) — everything goes through the pipeline, and
 /// the loop runs only when the test says so.
 private struct EmbeddedStream {
@@ -45,18 +45,20 @@ private struct EmbeddedStream {
     let channel: EmbeddedChannel
     let socket = StalledSocket()
     let bus: EventBus
-    let sink: ChannelSink
+    let sink: StreamSink
     private var nextID: EventID = 1
 
     init(maxQueue: Int) throws {
-        channel = EmbeddedChannel(handler: socket, loop: loop)
+        channel = EmbeddedChannel(loop: loop)
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
         bus = EventBus(limits: .init(maxQueue: maxQueue))
         let subscription = try bus.subscribe(user: "a", targets: [.user("a")], expiresAt: Self.expiresAt, hold: false).subscription
-        sink = ChannelSink(
-            channel: channel, subscription: subscription, bus: bus, logger: Logger(label: "tidings.test"),
+        sink = StreamSink(
+            channel: channel, subscription: subscription, framing: .sse, bus: bus, logger: Logger(label: "tidings.test"),
             batcher: LoopBatcher(loop: loop))
         try sink.adopt(channel)
+        // Nearest the socket, before the sink's wire handler.
+        try channel.pipeline.syncOperations.addHandler(socket, position: .first)
         sink.attach()
     }
 
@@ -126,7 +128,7 @@ private struct EmbeddedStream {
 }
 
 @Suite("A stream's channel handling (EmbeddedChannel)")
-struct ChannelSinkTests {
+struct StreamSinkTests {
     @Test func liveEventsAreWrittenAsChunksInOrder() throws {
         var stream = try EmbeddedStream(maxQueue: 10)
         let first = stream.deliver()

@@ -1,4 +1,5 @@
 public import NIOCore
+public import TidingsCore
 
 /// Server-Sent Events wire format.
 ///
@@ -74,5 +75,25 @@ public enum SSEFrame {
             }
             utf8 = utf8[next...]
         }
+    }
+}
+
+/// An event as its SSE frame: what a replay writes through Hummingbird's body writer (which
+/// chunks it).
+enum SSEFrameEncoding: EventEncoding {
+    static var slot: EncodingSlot { .sseFrame }
+
+    static func encode(_ event: Event) -> ByteBuffer {
+        SSEFrame.event(id: event.id, type: event.type, data: event.data)
+    }
+}
+
+/// An event as its SSE frame in one HTTP/1.1 chunk: what a live stream writes straight to its
+/// socket.
+enum SSEChunkEncoding: EventEncoding {
+    static var slot: EncodingSlot { .sseChunk }
+
+    static func encode(_ event: Event) -> ByteBuffer {
+        SSEFrame.httpChunk(SSEFrame.event(id: event.id, type: event.type, data: event.data))
     }
 }
