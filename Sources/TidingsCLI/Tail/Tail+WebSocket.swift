@@ -83,14 +83,18 @@ extension Tail {
     }
 
     /// The upgrade was answered with something else than `101`; the client does not say what,
-    /// so the same request goes again as plain HTTP for its status (the gateway checks identity,
-    /// topics and limits before the upgrade).
+    /// so the same upgrade request goes again through the HTTP client for its status and problem
+    /// (the gateway checks identity, topics and limits before it upgrades).
     private func refusedUpgrade(_ target: String) async -> ExitCode {
         var http = target
         if http.hasPrefix("ws://") { http = "http://" + http.dropFirst("ws://".count) }
         if http.hasPrefix("wss://") { http = "https://" + http.dropFirst("wss://".count) }
         var request = HTTPClientRequest(url: http)
         request.headers.add(name: "Authorization", value: "Bearer \(token)")
+        request.headers.add(name: "Upgrade", value: "websocket")
+        request.headers.add(name: "Connection", value: "Upgrade")
+        request.headers.add(name: "Sec-WebSocket-Version", value: "13")
+        request.headers.add(name: "Sec-WebSocket-Key", value: Data((0..<16).map { _ in UInt8.random(in: 0...255) }).base64EncodedString())
         if let response = try? await HTTPClient.shared.execute(request, timeout: .seconds(10)), response.status != .ok {
             let body = (try? await response.body.collect(upTo: 1 << 16)).map { String(buffer: $0) } ?? ""
             return Self.refused(status: response.status.code, body: body)
