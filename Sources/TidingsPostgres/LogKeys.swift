@@ -20,4 +20,6 @@ enum PostgresLogKey {
     static let count: Logger.Metadata.Key = "tidings.count"
     static let horizon: Logger.Metadata.Key = "tidings.horizon"
     static let backendPID: Logger.Metadata.Key = "postgres.backend_pid"
+    static let instance: Logger.Metadata.Key = "tidings.instance"
+    static let interval: Logger.Metadata.Key = "tidings.interval_seconds"
 }

@@ -3,7 +3,8 @@ import Metrics
 import ServiceLifecycle
 import TidingsCore
 
-/// PostgreSQL mode in one piece: the store, the tickets, the listener and the pruner.
+/// PostgreSQL mode in one piece: the store, the tickets, presence, the listener, the pruner and
+/// the presence reporter.
 ///
 /// ```swift
 /// let backend = try await PostgresBackend.start(configuration: config, bus: bus, logger: logger)
@@ -19,23 +20,32 @@ public final class PostgresBackend: ReadinessSource {
     public let listener: PostgresListener
     /// The retention pruner.
     public let pruner: RetentionPruner
+    /// Open streams over every gateway sharing the database.
+    public let presence: any PresenceSource
+    /// Reports this gateway's open streams to the database.
+    public let reporter: PresenceReporter
     /// Run these in the ServiceGroup before the HTTP server: the connection pool's lifetime
     /// (it closes when the group shuts it down, after the services listed after it), the
-    /// listener and the pruner.
+    /// listener, the pruner and the presence reporter.
     public let services: [any Service]
     /// The id the bus horizon was set to at start.
     public let startHorizon: EventID
 
     let pool: ConnectionPool
 
-    private init(pool: ConnectionPool, store: PostgresEventStore, tickets: PostgresTicketStore, listener: PostgresListener, pruner: RetentionPruner, horizon: EventID) {
+    private init(
+        pool: ConnectionPool, store: PostgresEventStore, tickets: PostgresTicketStore, listener: PostgresListener,
+        pruner: RetentionPruner, reporter: PresenceReporter, horizon: EventID
+    ) {
         self.pool = pool
         self.store = store
         self.tickets = tickets
         self.listener = listener
         self.pruner = pruner
+        self.presence = PostgresPresence(pool: pool)
+        self.reporter = reporter
         self.startHorizon = horizon
-        self.services = [ConnectionPoolService(pool: pool), listener, pruner]
+        self.services = [ConnectionPoolService(pool: pool), listener, pruner, reporter]
     }
 
     /// Connects, checks that the schema is migrated and sets the bus
@@ -94,6 +104,8 @@ public final class PostgresBackend: ReadinessSource {
             tickets: PostgresTicketStore(pool: pool),
             listener: listener,
             pruner: pruner,
+            reporter: PresenceReporter(
+                pool: pool, bus: bus, interval: configuration.presenceInterval, logger: logger, metricsFactory: factory),
             horizon: start
         )
     }

@@ -8,6 +8,7 @@
 /// | `orderWait` | `--order-wait` | 10 s |
 /// | `retention` | `--retention` | 24 h |
 /// | `poolSize` | — | 4 connections |
+/// | `presenceInterval` | — | 2 s |
 public struct PostgresConfiguration: Sendable {
     /// How the listener learns that events were stored.
     public enum Wakeup: String, Sendable, CaseIterable {
@@ -41,6 +42,9 @@ public struct PostgresConfiguration: Sendable {
     public var poolSize: Int
     /// Most events the listener reads at once.
     public var pageSize: Int
+    /// How often this gateway reports its open streams for presence; the others count it for
+    /// three of them after its last report (tests shorten it).
+    public var presenceInterval: Duration = .seconds(2)
     /// How often the listener records `tidings.state.settled_through` (tests shorten it).
     var horizonWriteInterval: Duration = .seconds(1)
     /// `.notify` mode: how often the listener reads while events flow, and how long reads find

@@ -43,6 +43,7 @@ public func buildApplication(
         bus: bus,
         store: backend.store,
         tickets: backend.tickets,
+        presence: backend.presence,
         authenticator: try await Authenticator(configuration: configuration, clock: clock),
         readinessSources: backend.readinessSources,
         registry: registry,
@@ -84,6 +85,7 @@ public func buildRouter(gateway: Gateway) -> Router<TidingsRequestContext> {
     PollController(gateway: gateway).addRoutes(to: router)
     PublishController(gateway: gateway).addRoutes(to: router)
     TicketController(gateway: gateway).addRoutes(to: router)
+    PresenceController(gateway: gateway).addRoutes(to: router)
     OperationsController(gateway: gateway).addRoutes(to: router)
     return router
 }

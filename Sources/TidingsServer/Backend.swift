@@ -8,6 +8,7 @@ import TidingsPostgres
 struct Backend {
     var store: any EventStore
     var tickets: any TicketStore
+    var presence: any PresenceSource
     var readinessSources: [any ReadinessSource]
     /// Services to run before the HTTP server (and stop after it).
     var services: [any Service]
@@ -25,13 +26,15 @@ struct Backend {
                 configuration: .init(retention: configuration.retention, maxEvents: configuration.memoryMaxEvents),
                 clock: clock,
                 metricsFactory: metricsFactory)
-            return Backend(store: store, tickets: MemoryTicketStore(clock: clock), readinessSources: [], services: [])
+            return Backend(
+                store: store, tickets: MemoryTicketStore(clock: clock), presence: BusPresence(bus: bus), readinessSources: [], services: [])
         }
         var postgres = PostgresConfiguration(url: configuration.databaseURL)
         postgres.wakeup = configuration.wakeup == .poll ? .poll : .notify
         postgres.pollInterval = configuration.pollInterval
         postgres.orderWait = configuration.orderWait
         postgres.retention = configuration.retention
+        postgres.presenceInterval = configuration.presenceInterval
         let backend: PostgresBackend
         do {
             backend = try await PostgresBackend.start(configuration: postgres, bus: bus, logger: logger, metricsFactory: metricsFactory)
@@ -40,6 +43,8 @@ struct Backend {
         } catch let error as MigrationError {
             throw ConfigurationError("\(error)")
         }
-        return Backend(store: backend.store, tickets: backend.tickets, readinessSources: [backend], services: backend.services)
+        return Backend(
+            store: backend.store, tickets: backend.tickets, presence: backend.presence, readinessSources: [backend],
+            services: backend.services)
     }
 }

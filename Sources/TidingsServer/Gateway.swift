@@ -9,6 +9,8 @@ public final class Gateway: Sendable {
     public let bus: EventBus
     public let store: any EventStore
     public let tickets: any TicketStore
+    /// Open streams over every instance sharing the store (`GET /presence/…`).
+    public let presence: any PresenceSource
     public let authenticator: Authenticator
     public let readinessSources: [any ReadinessSource]
     public let registry: PrometheusCollectorRegistry
@@ -24,6 +26,7 @@ public final class Gateway: Sendable {
         bus: EventBus,
         store: any EventStore,
         tickets: any TicketStore,
+        presence: any PresenceSource,
         authenticator: Authenticator,
         readinessSources: [any ReadinessSource],
         registry: PrometheusCollectorRegistry,
@@ -33,6 +36,7 @@ public final class Gateway: Sendable {
         self.bus = bus
         self.store = store
         self.tickets = tickets
+        self.presence = presence
         self.authenticator = authenticator
         self.readinessSources = readinessSources
         self.registry = registry

@@ -74,6 +74,8 @@ struct PrivilegesTests {
                 #expect(await failure(app, "SELECT * FROM tidings.events") == insufficient)
                 #expect(await failure(app, "UPDATE tidings.state SET value = 1000000 WHERE name = 'settled_through'") == insufficient)
                 #expect(await failure(app, "DELETE FROM tidings.idempotency_keys") == insufficient)
+                #expect(await failure(app, "SELECT * FROM tidings.presence") == insufficient)
+                #expect(await failure(app, "DELETE FROM tidings.instances") == insufficient)
                 let rows = try await SQL.run(url, "SELECT id, event, array_to_string(targets, ' ') FROM tidings.events ORDER BY id")
                     .rows.map { "\(try $0.int64(0)) \(try $0.string(1)) \(try $0.string(2))" }
                 #expect(rows == ["1 direct user:1", "2 direct user:1 topic:t", "3 order.created user:7", "4 order.created user:8"])
@@ -101,7 +103,7 @@ struct PrivilegesTests {
     @Test func aGatewayRunsAsARoleWithOnlyTidingsGateway() async throws {
         try await TestDatabase.with { (url: String) async throws in
             try await withRole(url, granted: ["tidings_gateway"]) { (_: String, gateway: String) async throws in
-                try await withBackend(gateway) { backend, bus in
+                try await withBackend(gateway, configure: { $0.presenceInterval = .milliseconds(100) }) { backend, bus in
                     let probe = try await readyProbe(backend, bus, ["user:u"])
                     defer { probe.close() }
                     let ids = try await backend.store.publish(
@@ -116,7 +118,12 @@ struct PrivilegesTests {
                     #expect(try await backend.tickets.redeem(ticket)?.user == "u")
                     let pruned = try await backend.pruner.pruneOnce()
                     #expect(pruned.ran)
+                    // Presence: the reporter's rows, the sums, pruning dead instances.
+                    try await eventually("presence reported") { try await backend.presence.user("probe").connections == 1 }
+                    #expect(try await backend.reporter.pruneDead() == 0)
                 }
+                // Stopping, it deleted its presence.
+                #expect(try await SQL.value(url, "SELECT count(*) FROM tidings.instances") == "0")
                 // It cannot change the order rules either.
                 #expect(await failure(gateway, "ALTER SEQUENCE tidings.events_id_seq CACHE 20") == "42501")
             }

@@ -20,7 +20,7 @@ struct OperationsTests {
             _ = try await stream.events(1)
             let metrics = try await server.request(.GET, "/metrics")
             #expect(metrics.status == 200)
-            for line in ["tidings_connections_open 1", "tidings_events_published_total 1", "tidings_events_delivered_total 1"] {
+            for line in ["tidings_connections_open 1", #"tidings_streams_open{transport="sse"} 1"#, "tidings_events_published_total 1", "tidings_events_delivered_total 1"] {
                 #expect(metrics.body.contains(line), "metrics lack \(line)")
             }
             let page = try await server.request(.GET, "/")

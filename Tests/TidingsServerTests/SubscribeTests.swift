@@ -222,6 +222,24 @@ struct SubscribeTests {
         }
     }
 
+    /// The contract's order: Bearer, then an explicit ticket, then the ambient cookie.
+    @Test func anExplicitTicketWinsOverTheCookieAndIsConsumed() async throws {
+        try await TestServer.run { server in
+            let bob = try await TestServer.token(sub: "bob")
+            let issued = try await server.request(.POST, "/tickets", headers: [("Authorization", "Bearer \(bob)")])
+            let ticket = try #require(issued.json["ticket"] as? String)
+            let alice = try await TestServer.token(sub: "alice")
+            let stream = try await server.subscribe(token: nil, query: "ticket=\(ticket)", headers: [("Cookie", "tidings_token=\(alice)")])
+            #expect(stream.status == 200)
+            try await eventually("subscribed") { server.gateway.bus.subscriptionCount == 1 }
+            try await server.publish(user: "alice", event: "for-alice")
+            try await server.publish(user: "bob", event: "for-bob")
+            #expect(try await stream.events(1).map(\.type) == ["for-bob"], "the ticket's user, not the cookie's")
+            let again = try await server.subscribe(token: nil, query: "ticket=\(ticket)", headers: [("Cookie", "tidings_token=\(alice)")])
+            #expect(again.status == 401, "the ticket was consumed")
+        }
+    }
+
     @Test func issuerAndAudienceAreChecked() async throws {
         try await TestServer.run({ $0.jwtIssuer = "auth.example"; $0.jwtAudience = "tidings" }) { server in
             let good = try await TestServer.token(sub: "a", issuer: "auth.example", audience: "tidings")
@@ -351,18 +369,13 @@ struct SubscribeTests {
             @Sendable func serverSide() throws -> String? { try TCPTable.state(localPort: server.port, remotePort: clientPort) }
             #expect(TCPTable.isOpen(try serverSide()))
             // 60 KiB events fill the socket buffers and NIO's queue quickly; then the queue overflows.
-            let data = "\"" + String(repeating: "x", count: 60_000) + "\""
-            var published: [String] = []
-            for _ in 0..<400 {
-                published.append(try await server.publish(user: "alice", data: data))
-                if server.gateway.bus.subscriptionCount == 0 { break }
-            }
+            var published = try await server.publishUntilSlowConsumerIsCut(user: "alice")
             #expect(server.gateway.bus.subscriptionCount == 0, "the slow subscriber was not disconnected")
             // The server closes the connection while the client still reads nothing (the client
             // cannot tell yet: the FIN waits behind the bytes it has not read).
             try await eventually("the server closed its side of the connection") { !TCPTable.isOpen(try serverSide()) }
             #expect(client.ending == nil, "checked while the client was paused")
-            for _ in 0..<3 { published.append(try await server.publish(user: "alice", data: data)) }
+            for _ in 0..<3 { published.append(try await server.publish(user: "alice", data: "\"" + String(repeating: "x", count: 60_000) + "\"")) }
             try await client.resume()
             let (received, ending) = try await client.eventsUntilEnd()
             #expect(ending != .clean, "a slow consumer gets no final chunk")

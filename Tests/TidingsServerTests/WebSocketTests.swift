@@ -194,4 +194,43 @@ struct WebSocketTests {
         }
         #expect(try await client.closed() == .goingAway)
     }
+
+    @Test func aSlowConsumerIsClosedWith1008AndResumesWithNothingLost() async throws {
+        try await TestServer.run({ $0.maxQueue = 5 }) { server in
+            let token = try await TestServer.token(sub: "alice")
+            let client = try await ThrottledWebSocketClient.connect(port: server.port, token: token)
+            defer { client.close() }
+            try await eventually("subscribed") { server.gateway.bus.subscriptionCount == 1 }
+            let published = try await server.publishUntilSlowConsumerIsCut(user: "alice")
+            #expect(server.gateway.bus.subscriptionCount == 0, "the slow subscriber was not disconnected")
+            try await client.resume()
+            let (received, closeCode) = try await client.untilEnd()
+            #expect(closeCode == 1008, "the close says: resume with your last id")
+            #expect(received == Array(published.prefix(received.count)), "what arrived is a prefix, in order")
+            #expect(received.count < published.count)
+            let resumed = try await WebSocketTestClient.connect(
+                port: server.port, query: "last_event_id=\(received.last ?? "0")", token: token)
+            var rest: [String] = []
+            while rest.count < published.count - received.count, let id = try await resumed.next()?.id { rest.append(id) }
+            #expect(received + rest == published)
+            resumed.close()
+        }
+    }
+
+    /// A browser cannot set headers on a WebSocket: a one-time ticket carries the identity.
+    @Test func aTicketOpensAWebSocketOnce() async throws {
+        try await TestServer.run { server in
+            let token = try await TestServer.token(sub: "alice", topics: ["news.*"])
+            let issued = try await server.request(.POST, "/tickets", headers: [("Authorization", "Bearer \(token)")])
+            let ticket = try #require(issued.json["ticket"] as? String)
+            let client = try await WebSocketTestClient.connect(port: server.port, query: "ticket=\(ticket)&topic=news.eu", token: nil)
+            try await eventually("subscribed") { server.gateway.bus.subscriptionCount == 1 }
+            let reply = try await server.publish(#"{"topic":"news.eu","event":"n","data":1}"#)
+            #expect(try await client.next()?.id == reply.json["id"] as? String)
+            await #expect(throws: (any Error).self, "a used ticket is refused") {
+                try await WebSocketTestClient.connect(port: server.port, query: "ticket=\(ticket)", token: nil)
+            }
+            client.close()
+        }
+    }
 }

@@ -90,8 +90,9 @@ public final class CuttingProxy: @unchecked Sendable {
     /// How many COMMITs were lost so far.
     public var cutCount: Int { cuts.load(ordering: .sequentiallyConsistent) }
 
+    /// Stops accepting and ends every open connection; once (later calls do nothing).
     public func stop() {
-        stopped.store(true, ordering: .sequentiallyConsistent)
+        guard !stopped.exchange(true, ordering: .sequentiallyConsistent) else { return }
         shutdown(listener, Int32(SHUT_RDWR))
         close(listener)
         for descriptor in sockets.withLock({ $0 }) { shutdown(descriptor, Int32(SHUT_RDWR)) }

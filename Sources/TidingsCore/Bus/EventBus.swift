@@ -59,10 +59,27 @@ public final class EventBus: Sendable {
         /// Every open subscription with its current targets (a WebSocket changes them at run time).
         var all: [UInt64: (subscription: Subscription, targets: [Target])] = [:]
         var perUser: [String: Int] = [:]
+        /// Per topic, the open streams of each user (presence, kept as streams come and go so a
+        /// question never walks the subscribers).
+        var topicUsers: [Target: [String: Int]] = [:]
         var lastDelivered: EventID
         var dispatch: UInt64 = 0
         var nextSubscriptionID: UInt64 = 1
         var shutDown = false
+
+        mutating func join(_ subscription: Subscription, _ target: Target) {
+            byTarget[target, default: Subscribers()].insert(subscription)
+            if case .topic = target { topicUsers[target, default: [:]][subscription.user, default: 0] += 1 }
+        }
+
+        mutating func leave(_ subscription: Subscription, _ target: Target) {
+            byTarget[target]?.remove(subscription.id)
+            if byTarget[target]?.isEmpty == true { byTarget[target] = nil }
+            guard case .topic = target, var users = topicUsers[target] else { return }
+            let remaining = users[subscription.user, default: 1] - 1
+            users[subscription.user] = remaining > 0 ? remaining : nil
+            topicUsers[target] = users.isEmpty ? nil : users
+        }
     }
 
     public let limits: Limits
@@ -97,6 +114,7 @@ public final class EventBus: Sendable {
         targets: [Target],
         expiresAt: NIODeadline? = nil,
         hold: Bool,
+        transport: StreamTransport = .sse,
         keepAlive: Subscription.KeepAlive = .whenIdle,
         interrupt: (@Sendable () -> Void)? = nil
     ) throws(Rejection) -> (subscription: Subscription, horizon: EventID) {
@@ -112,18 +130,17 @@ public final class EventBus: Sendable {
             let id = state.nextSubscriptionID
             state.nextSubscriptionID += 1
             let subscription = Subscription(
-                id: id, user: user, expiresAt: expiresAt, maxQueue: limits.maxQueue, holding: hold,
+                id: id, user: user, transport: transport, expiresAt: expiresAt, maxQueue: limits.maxQueue, holding: hold,
                 keepAlive: keepAlive, interrupt: interrupt)
             state.all[id] = (subscription, targets)
             state.perUser[user] = userCount + 1
-            for target in targets {
-                state.byTarget[target, default: Subscribers()].insert(subscription)
-            }
+            for target in targets { state.join(subscription, target) }
             return .success((subscription, state.lastDelivered))
         }
         switch result {
         case .success(let (subscription, horizon)):
             metrics.open.increment()
+            metrics.streams(subscription.transport).increment()
             return (subscription, horizon)
         case .failure(let rejection):
             throw rejection
@@ -133,23 +150,23 @@ public final class EventBus: Sendable {
     /// Removes a subscription (its stream has ended).
     public func unsubscribe(_ subscription: Subscription) {
         let removed = state.withLock { Self.remove(subscription, from: &$0) }
-        if removed { recordRemoval(subscription.endReason ?? .clientClosed) }
+        if removed { recordRemoval(subscription) }
     }
 
     private static func remove(_ subscription: Subscription, from state: inout State) -> Bool {
         guard let entry = state.all.removeValue(forKey: subscription.id) else { return false }
         let remaining = state.perUser[subscription.user, default: 1] - 1
         state.perUser[subscription.user] = remaining > 0 ? remaining : nil
-        for target in entry.targets {
-            state.byTarget[target]?.remove(subscription.id)
-            if state.byTarget[target]?.isEmpty == true { state.byTarget[target] = nil }
-        }
+        for target in entry.targets { state.leave(subscription, target) }
         return true
     }
 
-    private func recordRemoval(_ reason: StreamEnd) {
+    private func recordRemoval(_ subscription: Subscription) {
         metrics.open.decrement()
-        metrics.disconnects(reason).increment()
+        metrics.streams(subscription.transport).decrement()
+        let reason = subscription.endReason ?? .clientClosed
+        // A long poll that answered is not a disconnect; one cut off (slow, shutdown, expiry) is.
+        if subscription.transport != .longPoll || reason != .clientClosed { metrics.disconnects(reason).increment() }
     }
 
     /// Changes an open subscription's targets: live events of `adding` reach it from the next
@@ -163,12 +180,11 @@ public final class EventBus: Sendable {
             for target in removing where target != own {
                 guard let position = entry.targets.firstIndex(of: target) else { continue }
                 entry.targets.remove(at: position)
-                state.byTarget[target]?.remove(subscription.id)
-                if state.byTarget[target]?.isEmpty == true { state.byTarget[target] = nil }
+                state.leave(subscription, target)
             }
             for target in adding where !entry.targets.contains(target) {
                 entry.targets.append(target)
-                state.byTarget[target, default: Subscribers()].insert(subscription)
+                state.join(subscription, target)
             }
             state.all[subscription.id] = entry
             return entry.targets
@@ -188,8 +204,8 @@ public final class EventBus: Sendable {
     /// Open streams subscribed to `topic` on this instance, and how many distinct users hold them.
     public func presence(topic: String) -> (connections: Int, users: Int) {
         state.withLock { state in
-            guard let subscribers = state.byTarget[.topic(topic)] else { return (0, 0) }
-            return (subscribers.list.count, Set(subscribers.list.map(\.user)).count)
+            guard let users = state.topicUsers[.topic(topic)] else { return (0, 0) }
+            return (users.values.reduce(0, +), users.count)
         }
     }
 
@@ -199,12 +215,7 @@ public final class EventBus: Sendable {
         state.withLock { state in
             var counts: [Target: [String: Int]] = [:]
             for (user, count) in state.perUser { counts[.user(user)] = [user: count] }
-            for (target, subscribers) in state.byTarget {
-                guard case .topic = target else { continue }
-                var users: [String: Int] = [:]
-                for subscription in subscribers.list { users[subscription.user, default: 0] += 1 }
-                counts[target] = users
-            }
+            for (target, users) in state.topicUsers { counts[target] = users }
             return counts
         }
     }
@@ -284,7 +295,7 @@ public final class EventBus: Sendable {
         }
         for kick in kicks { kick.kick() }
         for subscription in overflowed {
-            recordRemoval(.slowConsumer)
+            recordRemoval(subscription)
             subscription.wake(endedNow: true, reason: .slowConsumer)
         }
         if delivered < 0 {
@@ -327,6 +338,7 @@ struct BusMetrics: Sendable {
     let outOfOrder: Counter
     let slowConsumers: Counter
     private let disconnectCounters: [StreamEnd: Counter]
+    private let streamMeters: [StreamTransport: Meter]
 
     init(factory: (any MetricsFactory)?) {
         let factory = factory ?? MetricsSystem.factory
@@ -340,6 +352,16 @@ struct BusMetrics: Sendable {
                 label: "tidings_disconnects_total", dimensions: [("reason", reason.rawValue)], factory: factory)
         }
         disconnectCounters = disconnects
+        var streams: [StreamTransport: Meter] = [:]
+        for transport in StreamTransport.allCases {
+            streams[transport] = Meter(
+                label: "tidings_streams_open", dimensions: [("transport", transport.rawValue)], factory: factory)
+        }
+        streamMeters = streams
+    }
+
+    func streams(_ transport: StreamTransport) -> Meter {
+        streamMeters[transport]!
     }
 
     func disconnects(_ reason: StreamEnd) -> Counter {

@@ -13,6 +13,13 @@ public enum StreamEnd: String, Sendable, CaseIterable {
     case clientClosed = "client_closed"
 }
 
+/// The transport a stream is carried by (for metrics and presence; the bus treats all alike).
+public enum StreamTransport: String, Sendable, CaseIterable {
+    case sse
+    case webSocket = "ws"
+    case longPoll = "poll"
+}
+
 /// One event handed to a subscriber: its id (for de-duplication at the replay seam, read without
 /// touching the event) and the event, shared by every subscriber, which the stream's transport
 /// encodes (once for all of its streams).
@@ -61,6 +68,7 @@ extension SubscriptionDriver {
 public final class Subscription: Sendable {
     public let id: UInt64
     public let user: String
+    public let transport: StreamTransport
     /// Monotonic deadline after which the stream ends (the token's expiry).
     let expiresAt: NIODeadline?
     private let maxQueue: Int
@@ -116,9 +124,10 @@ public final class Subscription: Sendable {
     }
 
     init(
-        id: UInt64, user: String, expiresAt: NIODeadline?, maxQueue: Int, holding: Bool, keepAlive: KeepAlive = .whenIdle,
-        interrupt: (@Sendable () -> Void)?
+        id: UInt64, user: String, transport: StreamTransport = .sse, expiresAt: NIODeadline?, maxQueue: Int, holding: Bool,
+        keepAlive: KeepAlive = .whenIdle, interrupt: (@Sendable () -> Void)?
     ) {
+        self.transport = transport
         self.interrupt = interrupt
         self.id = id
         self.user = user

@@ -57,6 +57,9 @@ public struct TidingsConfiguration: Sendable {
     public var wakeup: Wakeup = .notify
     public var pollInterval: Duration = .milliseconds(100)
     public var orderWait: Duration = .seconds(10)
+    /// No flag: how often a gateway in PostgreSQL mode reports its open streams for presence
+    /// (tests shorten it).
+    var presenceInterval: Duration = .seconds(2)
 
     public init() {}
 

@@ -38,7 +38,7 @@ public struct PollController: Sendable {
             return Self.answer([], lastEventID: gateway.bus.lastDelivered)
         }
         let deadline = NIODeadline.now() + .nanoseconds(Int64(timeout.milliseconds) * 1_000_000)
-        let (subscription, horizon) = try parsed.subscribe(on: gateway, hold: true)
+        let (subscription, horizon) = try parsed.subscribe(on: gateway, hold: true, transport: .longPoll)
         defer { gateway.bus.unsubscribe(subscription) }
 
         // History first: the first `limit` events after the resume point, resets included.

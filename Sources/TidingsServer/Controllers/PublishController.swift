@@ -29,7 +29,7 @@ public struct PublishController: Sendable {
     }
 
     private func handle(_ request: Request) async throws -> Response {
-        let publisher = try await identify(request)
+        let publisher = try await gateway.publisher(of: request)
         guard Self.isJSON(request.headers[.contentType]) else {
             throw Problem(.unsupportedMediaType, type: "unsupported-media-type", title: "Unsupported Media Type",
                           detail: "the body must be application/json")
@@ -100,22 +100,6 @@ public struct PublishController: Sendable {
             buffer.writeStaticString(#""}"#)
         }
         return buffer
-    }
-
-    private func identify(_ request: Request) async throws -> Publisher {
-        guard let credential = request.bearerCredential else {
-            throw Problem.unauthorized("publishing needs Authorization: Bearer <token or publish key>")
-        }
-        guard !credential.isEmpty else {
-            throw Problem.unauthorized("the Authorization header must be \"Bearer <token or publish key>\"")
-        }
-        do {
-            return try await gateway.authenticator.publisher(credential: credential)
-        } catch .notAPublisher {
-            throw Problem.forbidden("the token has no publish claim")
-        } catch {
-            throw Problem.unauthorized(error.description)
-        }
     }
 
     /// `application/json` or `application/<something>+json`, parameters ignored, case-insensitive.

@@ -32,7 +32,7 @@ public struct SubscribeController: Sendable {
         let resumePoint = parsed.resumePoint
         let subscriber = parsed.subscriber
         let (subscription, horizon) = try parsed.subscribe(
-            on: gateway, hold: resumePoint != nil,
+            on: gateway, hold: resumePoint != nil, transport: .sse,
             // Weak: once the stream has its own channel, Hummingbird's is closed and must not be
             // kept alive by the subscription.
             interrupt: { [weak channel] in channel?.close(promise: nil) })

@@ -40,12 +40,12 @@ struct StreamRequest: Sendable {
     /// Registers the stream on the bus.
     /// - Throws: a 503 ``Problem`` at a connection limit or during shutdown.
     func subscribe(
-        on gateway: Gateway, hold: Bool, keepAlive: Subscription.KeepAlive = .whenIdle,
+        on gateway: Gateway, hold: Bool, transport: StreamTransport, keepAlive: Subscription.KeepAlive = .whenIdle,
         interrupt: (@Sendable () -> Void)? = nil
     ) throws -> (subscription: Subscription, horizon: EventID) {
         do {
             return try gateway.bus.subscribe(
-                user: subscriber.user, targets: targets, expiresAt: expiresAt, hold: hold, keepAlive: keepAlive,
+                user: subscriber.user, targets: targets, expiresAt: expiresAt, hold: hold, transport: transport, keepAlive: keepAlive,
                 interrupt: interrupt)
         } catch {
             gateway.metrics.subscribeRejected.increment()
@@ -60,22 +60,23 @@ struct StreamRequest: Sendable {
         }
     }
 
-    /// Identity from, in order: `Authorization: Bearer`, the `tidings_token` cookie, a one-time
-    /// `ticket`, and `access_token` (only with `--allow-query-token`).
+    /// Identity from, in order: `Authorization: Bearer`, a one-time `ticket`, the `tidings_token`
+    /// cookie, and `access_token` (only with `--allow-query-token`).
     private static func identify(_ request: Request, gateway: Gateway) async throws -> Subscriber {
         do {
             if let bearer = request.bearerCredential {
                 guard !bearer.isEmpty else { throw AuthError.invalid("the Authorization header must be \"Bearer <token>\"") }
                 return try await gateway.authenticator.subscriber(token: bearer)
             }
-            if let cookie = request.tokenCookie {
-                return try await gateway.authenticator.subscriber(token: cookie)
-            }
+            // An explicit ticket wins over the ambient cookie (and is consumed).
             if let ticket = request.query("ticket") {
                 guard let grant = try await gateway.tickets.redeem(ticket) else {
                     throw AuthError.invalid("the ticket is unknown, expired or already used")
                 }
                 return Subscriber(user: grant.user, topicPatterns: grant.topics, expiresAt: grant.tokenExpiresAt)
+            }
+            if let cookie = request.tokenCookie {
+                return try await gateway.authenticator.subscriber(token: cookie)
             }
             if let token = request.query("access_token") {
                 guard gateway.configuration.allowQueryToken else {

@@ -118,6 +118,18 @@ struct TestServer: Sendable {
     }
 
     /// Opens `GET /events`.
+    /// Publishes 60 KiB events to `user` until its only stream is cut off as a slow consumer
+    /// (at most 400); returns their ids.
+    func publishUntilSlowConsumerIsCut(user: String) async throws -> [String] {
+        let data = "\"" + String(repeating: "x", count: 60_000) + "\""
+        var published: [String] = []
+        for _ in 0..<400 {
+            published.append(try await publish(user: user, data: data))
+            if gateway.bus.subscriptionCount == 0 { break }
+        }
+        return published
+    }
+
     func subscribe(token: String?, query: String = "", headers: [(String, String)] = []) async throws -> SSEClient {
         var all = headers
         if let token { all.append(("Authorization", "Bearer \(token)")) }

@@ -47,9 +47,7 @@ final class ThrottledSSEClient: Sendable {
 
     /// Reads everything from now on.
     func resume() async throws {
-        try await channel.setOption(ChannelOptions.socketOption(.so_rcvbuf), value: 1 << 20).get()
-        try await channel.setOption(ChannelOptions.autoRead, value: true).get()
-        channel.read()
+        try await channel.resumeReading()
     }
 
     func close() {

@@ -39,7 +39,7 @@ struct WebSocketEndpoint: Sendable {
         let request = Request(head: head, body: .init(buffer: ByteBuffer()))
         let parsed = try await StreamRequest.parse(request, gateway: gateway)
         let (subscription, horizon) = try parsed.subscribe(
-            on: gateway, hold: parsed.resumePoint != nil, keepAlive: .always,
+            on: gateway, hold: parsed.resumePoint != nil, transport: .webSocket, keepAlive: .always,
             interrupt: { [weak channel] in channel?.close(promise: nil) })
         // However the connection ends — before the upgrade completes included — the stream
         // leaves the bus (both calls are no-ops once done).
