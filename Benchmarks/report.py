@@ -7,7 +7,8 @@ RAW_DIR holds <scenario>-<server>-<run>.json files written by scripts/bench.sh. 
 the median of its runs with the range in brackets; "×" columns compare Tidings with the
 reference of its row measured in the same run on the same machine: the C floor (memory mode),
 pgbench storing the same row (durable1/16/64), pgbench without a trigger (trigger), one gateway
-(multi).
+(multi). The WebSocket and long-poll scenarios (wslight, wsoverload, wsidle, polllight) are
+compared with Tidings' SSE runs of the same scenario in their own section.
 """
 import argparse
 import glob
@@ -146,6 +147,53 @@ ROWS = [
 )]
 
 HIGHER_IS_BETTER = {"rate"}
+
+# Issue 11: the same loads over WebSockets and as a long-poll loop, each against its SSE
+# scenario of the same bench run: label, scenario, SSE scenario, json path, unit kind, target
+# text, target check (value, SSE value).
+TRANSPORT_ROWS = [
+    ("light fan-out over WebSockets: 2,000 subs × 20 events/s — server CPU seconds per 1M delivered events", "wslight", "light",
+     "server.cpuSecondsPerMillionDelivered", "s", "≤ 1.2× SSE", lambda v, r: r is not None and v <= 1.2 * r),
+    ("same — publish→receive latency p99", "wslight", "light", "delivery.latencyMs.p99", "ms", "≤ 20 ms", lambda v, r: v <= 20),
+    ("same — publish→receive latency p50", "wslight", "light", "delivery.latencyMs.p50", "ms", "report", None),
+    ("fan-out over WebSockets: 2,000 subs × 200 events/s offered (overload) — delivered events/s", "wsoverload", "overload",
+     "delivery.perSecond", "rate", "≥ 0.9× SSE", lambda v, r: r is not None and v >= 0.9 * r),
+    ("same — server CPU seconds per 1M delivered events", "wsoverload", "overload",
+     "server.cpuSecondsPerMillionDelivered", "s", "report", None),
+    ("10,000 idle WebSockets — server memory per connection", "wsidle", "idle",
+     "server.memoryPerConnectionBytes", "kb", "≤ 8 KB", lambda v, r: v <= 8 * 1024),
+    ("long-poll loop: 2,000 clients × 20 events/s, re-polling at once — delivered events/s", "polllight", "light",
+     "delivery.perSecond", "rate", "report", None),
+    ("same — server CPU seconds per 1M delivered events", "polllight", "light",
+     "server.cpuSecondsPerMillionDelivered", "s", "report", None),
+    ("same — publish→receive latency p99", "polllight", "light", "delivery.latencyMs.p99", "ms", "report", None),
+]
+
+
+def transport_section(runs):
+    rows = [row for row in TRANSPORT_ROWS if runs.get((row[1], "tidings"))]
+    if not rows:
+        return []
+    out = ["## WebSocket and long polling (issue 11)", "",
+           "The same loads as the SSE rows over `GET /ws` (one JSON text frame per event; the load generator answers "
+           "pings with masked pongs) and as a long-poll loop (`GET /poll?timeout=25s` on a keep-alive connection, "
+           "polled again as soon as each answer is read), each against the SSE scenario of this same bench run "
+           "(Tidings, same pinning). A long-poll event's latency includes the time to poll again after the previous "
+           "answer. Targets are the issue's; they are reported here, not enforced.", "",
+           "| scenario | SSE (this run) | this transport (this run) | ÷ SSE | target | met |",
+           "|---|---|---|---|---|---|"]
+    for label, scenario, sse, path, kind, target, check in rows:
+        sse_text, sse_median = summary(values(runs, sse, "tidings", path), kind)
+        text, median = summary(values(runs, scenario, "tidings", path), kind)
+        if median is None or check is None:
+            met = "–"
+        elif check(median, sse_median):
+            met = "yes"
+        else:
+            met = "**no**" if sse_median is not None or "SSE" not in target else f"unknown: no {sse} run"
+        out.append(f"| {label} | {sse_text} | {text} | {ratio(median, sse_median, kind)} | {target} | {met} |")
+    out.append("")
+    return out
 
 
 def ratio(tidings, floor, kind):
@@ -293,8 +341,8 @@ def main():
     out.append("")
     out.append("| scenario | server | streams open | delivered/s | latency p50 / p99 | published/s | server CPU % | server RSS | load CPU % | disconnects | errors |")
     out.append("|---|---|---|---|---|---|---|---|---|---|---|")
-    order = ["light", "overload", "fanout10k", "users", "idle", "replay", "durablereplay", "durable", "durable1", "durable16",
-             "durable64"]
+    order = ["light", "wslight", "polllight", "overload", "wsoverload", "fanout10k", "users", "idle", "wsidle", "replay",
+             "durablereplay", "durable", "durable1", "durable16", "durable64"]
     for scenario in order:
         for server in ("tidings", "floor", "pgbench"):
             reports = runs.get((scenario, server))
@@ -322,6 +370,7 @@ def main():
     out.append("A load generator near 100% of its core means the delivered rate is bounded by the loader, "
                "not the server; server CPU seconds per delivered event stay honest either way.")
     out.append("")
+    out.extend(transport_section(runs))
     out.extend(trigger_section(runs))
     out.extend(multi_section(runs))
     out.append("## Micro-benchmarks")

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # What `make bench` runs: the micro-benchmarks with their threshold check, then the load
 # scenarios of issue 4 against Tidings and against the C floor (Benchmarks/reference/floor.c),
+# and those of issue 11 over WebSockets and long polling (Tidings only, beside its SSE runs),
 # server pinned to one core and load generator to the other, each figure the median of --runs
 # runs; then the PostgreSQL scenarios, each against a reference measured in the same run (pgbench
 # on the same cluster, no trigger, one gateway). Writes Benchmarks/results/<date>.md and
@@ -8,9 +9,14 @@
 #
 # Usage: scripts/bench.sh [options]
 #   --runs N            runs per scenario and server (default 3)
-#   --scenarios LIST    comma-separated subset of: light,overload,fanout10k,users,idle,replay,
-#                       durablereplay,durable,durable1,durable16,durable64,trigger,multi
-#                       (default: all)
+#   --scenarios LIST    comma-separated subset of: light,wslight,polllight,overload,wsoverload,
+#                       fanout10k,users,idle,wsidle,replay,durablereplay,durable,durable1,
+#                       durable16,durable64,trigger,multi (default: all)
+#                       wslight, wsoverload, wsidle  light, overload and idle over WebSockets
+#                                      (GET /ws), compared in the report with their SSE runs of
+#                                      the same bench run (keep light, overload, idle in the list)
+#                       polllight      light fan-out as a long-poll loop (GET /poll, 2,000
+#                                      clients re-polling at once), compared with light
 #   --no-durable        skip the PostgreSQL scenarios:
 #                       durablereplay  replay from the database
 #                       durable        16 publishers, batches of 100
@@ -42,7 +48,7 @@ cd "$ROOT"
 
 RUNS=3
 DURATION=10s
-SCENARIOS=light,overload,fanout10k,users,idle,replay,durablereplay,durable,durable1,durable16,durable64,trigger,multi
+SCENARIOS=light,wslight,polllight,overload,wsoverload,fanout10k,users,idle,wsidle,replay,durablereplay,durable,durable1,durable16,durable64,trigger,multi
 DURABLE=1
 MICRO=1
 LOAD=1
@@ -138,10 +144,14 @@ if [[ $LOAD == 1 ]]; then
     scenario_args() {
         case "$1" in
             light) echo "fanout --connections 2000 --rate 20" ;;
+            wslight) echo "fanout --connections 2000 --rate 20 --transport ws" ;;
+            polllight) echo "fanout --connections 2000 --rate 20 --transport poll" ;;
             overload) echo "fanout --connections 2000 --rate 200 --publish-connections 16" ;;
+            wsoverload) echo "fanout --connections 2000 --rate 200 --publish-connections 16 --transport ws" ;;
             fanout10k) echo "fanout --connections 10000 --rate 200 --ramp 4000 --publish-connections 16" ;;
             users) echo "users --connections 2000 --publish-connections 16 --pipeline 4" ;;
             idle) echo "idle --connections 10000 --ramp 4000 --duration 3s" ;;
+            wsidle) echo "idle --connections 10000 --ramp 4000 --duration 3s --transport ws" ;;
             replay|durablereplay) echo "replay --missed 999 --iterations 20 --background 99000" ;;
             durable) echo "users --connections 200 --publish-connections 16 --batch 100" ;;
             durable1) echo "users --connections 200 --publish-connections 1 --pipeline 1" ;;
@@ -152,7 +162,8 @@ if [[ $LOAD == 1 ]]; then
             *) return 1 ;;
         esac
     }
-    floor_supported() { [[ "$1" != replay && "$1" != durable* && "$1" != trigger && "$1" != multi ]]; }
+    # The C floor speaks SSE only.
+    floor_supported() { [[ "$1" != replay && "$1" != durable* && "$1" != trigger && "$1" != multi && "$1" != ws* && "$1" != poll* ]]; }
     # The reference of durable1/16/64: pgbench with as many clients storing the same row.
     pgbench_clients() { case "$1" in durable1) echo 1 ;; durable16) echo 16 ;; durable64) echo 64 ;; *) return 1 ;; esac; }
     whole_seconds() { # a --duration value (10s, 1m, 500ms) in whole seconds, at least 1
@@ -175,7 +186,7 @@ if [[ $LOAD == 1 ]]; then
         [[ $server == floor ]] && spawn=(--spawn-command "$FLOOR_BIN {port}" --label floor)
         local extra=()
         [[ $scenario == durable* ]] && extra=(--server-arg=--database-url="$BENCH_DATABASE_URL")
-        case "$scenario" in idle|*replay) ;; *) extra+=(--duration "$DURATION") ;; esac
+        case "$scenario" in *idle|*replay) ;; *) extra+=(--duration "$DURATION") ;; esac
         printf '   %-10s %-8s run %d: tidings bench %s\n' "$scenario" "$server" "$run" "$args" >&2
         # shellcheck disable=SC2086
         if ! timeout 600 "$TIDINGS" bench $args "${spawn[@]}" "${PIN_SERVER[@]}" "${PIN_LOAD[@]}" \

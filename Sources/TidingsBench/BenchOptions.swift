@@ -20,6 +20,8 @@ public struct BenchOptions: Sendable {
     public var batch = 1
     /// Padding added to each event's data, in bytes.
     public var payloadBytes = 0
+    /// How the streams connect: `GET /events` (SSE), `GET /ws` (WebSocket) or `GET /poll`.
+    public var transport = Transport.sse
     /// The topic of the fan-out and replay scenarios.
     public var topic = "bench"
     /// User ids are `<userPrefix><n>`.

@@ -256,10 +256,10 @@ public struct BenchRunner: Sendable {
     private func subscriberSpecs(count: Int, topic: String?, firstUser: Int = 0) async throws -> [SubscriberSpec] {
         var specs: [SubscriberSpec] = []
         specs.reserveCapacity(count)
-        let path = "/events" + (topic.map { "?topic=\($0)" } ?? "")
+        let path = options.transport.path(topic: topic)
         for index in firstUser..<(firstUser + count) {
             let token = try await credentials.subscriberToken(user: "\(options.userPrefix)\(index)", topics: topic.map { [$0] } ?? [])
-            specs.append(SubscriberSpec(path: path, token: token))
+            specs.append(SubscriberSpec(path: path, token: token, transport: options.transport))
         }
         return specs
     }
@@ -388,6 +388,7 @@ public struct BenchRunner: Sendable {
             date: formatter.string(from: Date()),
             settings: BenchReport.Settings(
                 subscribers: options.subscribers,
+                transport: options.transport,
                 rate: options.rate > 0 ? options.rate : nil,
                 publishConnections: options.publishConnections,
                 pipeline: options.pipeline,

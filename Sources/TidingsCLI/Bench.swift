@@ -18,6 +18,11 @@ struct Bench: AsyncParsableCommand {
               replay   reconnect with Last-Event-ID after --missed events (default 999); the time
                        until the last one arrives, over --iterations reconnects.
 
+            --transport picks how the streams connect: sse (GET /events, the default), ws (GET /ws,
+            one JSON text frame per event, server pings answered) or poll (GET /poll?timeout=25s on a
+            keep-alive connection, polled again at once after each answer). Delivered events, latency
+            and server CPU are counted the same way for all three.
+
             Point it at a deployment with --url (plain HTTP) and --jwt-secret (tokens are minted per
             user), or --subscriber-token/--publisher-token. --url is repeatable: several gateways
             on one database get the streams round-robin (stream i on the (i mod n)th URL) and the
@@ -30,6 +35,8 @@ struct Bench: AsyncParsableCommand {
               tidings bench users --url http://127.0.0.1:8080 --jwt-secret "$SECRET" --json
               tidings bench users --url http://127.0.0.1:8081 --url http://127.0.0.1:8082 --jwt-secret "$SECRET" --rate 1000
               tidings bench idle --spawn --connections 10000
+              tidings bench fanout --spawn --transport ws --server-cpu 0 --load-cpu 1
+              tidings bench idle --spawn --transport ws --connections 10000
               tidings bench replay --spawn --missed 999 --background 99000
             """)
 
@@ -61,6 +68,7 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "Requests in flight per publishing connection (HTTP/1.1 pipelining above 1).") var pipeline = 1
     @Option(help: "Events per publish request (sent as an array when more than 1).") var batch = 1
     @Option(help: "Extra bytes of padding in each event's data.") var payload = 0
+    @Option(help: "How the streams connect: sse, ws (WebSocket) or poll (long polling).") var transport = "sse"
     @Option(help: "Topic of the fanout, idle and replay scenarios.") var topic = "bench"
     @Option(help: "Length of the measurement window.") var duration = DurationArgument(.seconds(10))
     @Option(help: "Load before the window starts.") var warmup = DurationArgument(.seconds(2))
@@ -80,6 +88,9 @@ struct Bench: AsyncParsableCommand {
     func validate() throws {
         guard let scenario = Scenario(rawValue: self.scenario) else {
             throw ValidationError("the scenario must be one of: " + Scenario.allCases.map(\.rawValue).joined(separator: ", "))
+        }
+        guard Transport(rawValue: transport) != nil else {
+            throw ValidationError("--transport must be one of: " + Transport.allCases.map(\.rawValue).joined(separator: ", "))
         }
         if !spawn, spawnCommand == nil, let bad = urls.first(where: { Endpoint(url: $0) == nil }) {
             throw ValidationError("--url must be http://host[:port][/path] (plain HTTP), not \(bad)")
@@ -150,6 +161,7 @@ struct Bench: AsyncParsableCommand {
         options.pipeline = pipeline
         options.payloadBytes = payload
         options.topic = topic
+        options.transport = Transport(rawValue: transport)!
         options.duration = duration.duration
         options.warmup = warmup.duration
         options.rampPerSecond = ramp

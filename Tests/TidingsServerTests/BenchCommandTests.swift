@@ -59,6 +59,43 @@ struct BenchCommandTests {
         }
     }
 
+    @Test(arguments: ["ws", "poll"])
+    func fanoutOverWebSocketsAndLongPollsCountsEveryEvent(transport: String) async throws {
+        try await TestServer.run { server in
+            let report = try await report([
+                "fanout", "--transport", transport, "--url", server.baseURL, "--jwt-secret", TestServer.secret,
+                "--connections", "20", "--rate", "40", "--warmup", "0.5s", "--duration", "1.5s",
+            ])
+            #expect((report["settings"] as? [String: Any])?["transport"] as? String == transport)
+            #expect(number(report, "connections.opened") == 20)
+            #expect(number(report, "connections.failed") == 0)
+            #expect(number(report, "connections.disconnects") == 0)
+            let accepted = try #require(number(report, "publishing.acceptedEvents"))
+            #expect(accepted >= 30, "about 40/s for 1.5 s")
+            let delivered = try #require(number(report, "delivery.events"))
+            #expect(delivered == accepted * 20, "accepted \(accepted) × 20, delivered \(delivered)")
+            #expect(number(report, "delivery.latencyMs.count") == delivered, "every delivery carried its send time")
+        }
+    }
+
+    @Test func idleWebSocketsAnswerTheServersPings() async throws {
+        // A ping every second, and two unanswered ones close the connection: none may end.
+        try await TestServer.run({ $0.keepAlive = .seconds(1) }) { server in
+            let report = try await report([
+                "idle", "--transport", "ws", "--url", server.baseURL, "--jwt-secret", TestServer.secret,
+                "--connections", "5", "--settle", "3s", "--duration", "1s",
+            ])
+            #expect(number(report, "connections.opened") == 5)
+            #expect(number(report, "connections.disconnects") == 0)
+        }
+    }
+
+    @Test(arguments: ["ws", "poll"])
+    func replayOverWebSocketsAndLongPolls(transport: String) async throws {
+        let replay = try await report(["replay", "--spawn", "--transport", transport, "--missed", "50", "--iterations", "2"])
+        #expect(number(replay, "replay.completed") == 2, "every reconnect received all 50 missed events")
+    }
+
     /// A counter's value in a gateway's `GET /metrics` (0 when it is not there yet).
     private func metric(_ server: TestServer, _ name: String) async throws -> Double {
         let reply = try await server.request(.GET, "/metrics")

@@ -96,4 +96,25 @@ struct CLITests {
             #expect(refused.error.contains("401"))
         }
     }
+
+    @Test(arguments: ["ws", "poll"])
+    func tailOverWebSocketsAndLongPollsPrintsWhatSSEPrints(transport: String) async throws {
+        try await TestServer.run { server in
+            let subscriber = try await TestServer.token(sub: "alice")
+            var ids: [String] = []
+            for n in 1...3 { ids.append(try await server.publish(user: "alice", event: "n", data: "{\"n\":\(n),\"s\":\"é \\\"q\\\"\"}")) }
+            let expected = (1...2).map { "\(ids[$0])\tn\t{\"n\":\($0 + 1),\"s\":\"é \\\"q\\\"\"}\n" }.joined()
+            let sse = try await Self.run(
+                ["tail", "--url", server.baseURL, "--last-event-id", ids[0], "--count", "2"], environment: ["TIDINGS_TOKEN": subscriber])
+            #expect(sse.output == expected, "\(sse.error)")
+            let tail = try await Self.run(
+                ["tail", "--url", server.baseURL, "--transport", transport, "--last-event-id", ids[0], "--count", "2"],
+                environment: ["TIDINGS_TOKEN": subscriber])
+            #expect(tail.status == 0, "\(tail.error)")
+            #expect(tail.output == expected)
+            let refused = try await Self.run(["tail", "--url", server.baseURL, "--token", "bad", "--transport", transport])
+            #expect(refused.status == 1)
+            #expect(refused.error.contains("error: 401"), "\(refused.error)")
+        }
+    }
 }

@@ -4,11 +4,13 @@ import NIOCore
 import NIOPosix
 import Synchronization
 
-/// How one subscriber connects: its request path (below the gateway's base path) and token.
+/// How one subscriber connects: its request path (below the gateway's base path), token and
+/// transport.
 struct SubscriberSpec: Sendable {
-    /// `/events…`; the base path of the gateway the stream goes to is put in front.
+    /// `/events…`, `/ws…` or `/poll…`; the base path of the gateway the stream goes to is put in front.
     var path: String
     var token: String?
+    var transport: Transport = .sse
 }
 
 /// A gateway the streams go to, with its address resolved once.
@@ -22,7 +24,8 @@ struct StreamOpenError: Error, CustomStringConvertible {
     var description: String
 }
 
-/// The SSE streams of one load-generator thread, read with `epoll` and `read` directly.
+/// The streams of one load-generator thread (SSE, WebSocket or long-poll), read with `epoll`
+/// and `read` directly.
 ///
 /// A load tool must cost less per received event than the server does per sent one, or its
 /// latency figures measure the tool. Through NIO each received event cost about 8.5 µs here, 40%
@@ -33,7 +36,13 @@ struct StreamOpenError: Error, CustomStringConvertible {
 /// Streams are opened, closed and inspected from other threads with ``execute(_:)`` and
 /// ``submit(_:)``, whose closures run on the loop's thread; everything else here is confined to
 /// that thread. A stream the server ends is reopened after `reconnectDelay` with
-/// `Last-Event-ID`, as a browser would, while the loop is active.
+/// `Last-Event-ID` (`last_event_id` for WebSockets and polls), as a browser would, while the
+/// loop is active.
+///
+/// A WebSocket stream opens with `101`, its server pings are answered with masked pongs, and a
+/// close frame ends it like a dropped connection. A long-poll stream opens with the first `200`
+/// answer; each answer's events are counted when it is complete and the next poll, with the
+/// answer's `last_event_id`, goes out at once on the same connection.
 final class StreamLoop: @unchecked Sendable {
     /// What one stream is doing; its reader and scanner live in arrays of their own.
     private struct Slot {
@@ -43,8 +52,15 @@ final class StreamLoop: @unchecked Sendable {
         var failed = false
         var index = 0
         var status = 0
+        var transport = Transport.sse
+        /// Bytes to send (the request, then pongs or the next poll) and how many went out.
         var request: [UInt8] = []
         var requestSent = 0
+        /// EPOLLOUT is registered (while connecting and while `request` is not all sent).
+        var writing = true
+        /// Long poll: the parts of the next request, and the answer's last body part so far,
+        /// still in the read buffer.
+        var poll: RequestWriter.PollRequest?
         var spec: SubscriberSpec?
         var resumedFrom: Int64?
         var errorBody: [UInt8] = []
@@ -78,6 +94,8 @@ final class StreamLoop: @unchecked Sendable {
     private var slots: UnsafeMutablePointer<Slot>
     private var readers: UnsafeMutablePointer<HTTPResponseReader>
     private var scanners: UnsafeMutablePointer<SSEScanner>
+    private var webSockets: UnsafeMutablePointer<WebSocketScanner>
+    private var polls: UnsafeMutablePointer<PollScanner>
     private let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: readSize, alignment: 16)
 
     /// Open streams by index.
@@ -105,6 +123,8 @@ final class StreamLoop: @unchecked Sendable {
         slots = .allocate(capacity: 0)
         readers = .allocate(capacity: 0)
         scanners = .allocate(capacity: 0)
+        webSockets = .allocate(capacity: 0)
+        polls = .allocate(capacity: 0)
         var event = epoll_event()
         event.events = EPOLLIN.rawValue
         event.data.fd = wakeRead
@@ -158,7 +178,7 @@ final class StreamLoop: @unchecked Sendable {
 
     // MARK: - On the loop's thread
 
-    /// Opens one stream; `done` is called once, when its `200` head arrives or it fails.
+    /// Opens one stream; `done` is called once, when its `200` (`101`) head arrives or it fails.
     func open(
         _ spec: SubscriberSpec, index: Int, lastEventID: Int64? = nil,
         done: @escaping (Result<Void, StreamOpenError>) -> Void = { _ in }
@@ -176,13 +196,20 @@ final class StreamLoop: @unchecked Sendable {
         var one: CInt = 1
         _ = setsockopt(fd, CInt(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<CInt>.size))
         reserve(Int(fd) + 1)
+        let path = target.endpoint.basePath + spec.path
         let request = RequestWriter.subscribe(
-            path: target.endpoint.basePath + spec.path, host: target.endpoint.hostHeader, token: spec.token, lastEventID: lastEventID, allocator: ByteBufferAllocator())
+            path: path, host: target.endpoint.hostHeader, token: spec.token, lastEventID: lastEventID,
+            transport: spec.transport, allocator: ByteBufferAllocator())
         slots[Int(fd)] = Slot(
-            inUse: true, connecting: true, index: index, request: Array(request.readableBytesView), spec: spec,
-            resumedFrom: lastEventID, onOpen: done)
+            inUse: true, connecting: true, index: index, transport: spec.transport, request: Array(request.readableBytesView),
+            poll: spec.transport == .poll ? RequestWriter.pollRequest(path: path, host: target.endpoint.hostHeader, token: spec.token) : nil,
+            spec: spec, resumedFrom: lastEventID, onOpen: done)
         readers[Int(fd)] = HTTPResponseReader()
-        scanners[Int(fd)] = SSEScanner()
+        switch spec.transport {
+        case .sse: scanners[Int(fd)] = SSEScanner()
+        case .ws: webSockets[Int(fd)] = WebSocketScanner()
+        case .poll: polls[Int(fd)] = PollScanner()
+        }
         live[index] = fd
         awaitingHead[fd] = MeasurementWindow.now + Self.headTimeoutNanos
         scheduleSweep()
@@ -311,7 +338,7 @@ final class StreamLoop: @unchecked Sendable {
             slot.pointee.connecting = false
         }
         if flags & EPOLLOUT.rawValue != 0, slot.pointee.requestSent < slot.pointee.request.count {
-            sendRequest(fd)
+            flush(fd)
             guard slot.pointee.inUse else { return }
         }
         if flags & (EPOLLIN.rawValue | EPOLLRDHUP.rawValue | EPOLLHUP.rawValue | EPOLLERR.rawValue) != 0 {
@@ -319,24 +346,33 @@ final class StreamLoop: @unchecked Sendable {
         }
     }
 
-    private func sendRequest(_ fd: CInt) {
+    /// Sends what `request` holds; waits for EPOLLOUT while some of it cannot go yet.
+    private func flush(_ fd: CInt) {
         let slot = slots + Int(fd)
+        guard slot.pointee.requestSent < slot.pointee.request.count else { return }
         let sent = slot.pointee.request.withUnsafeBytes { bytes in
             Glibc.send(fd, bytes.baseAddress! + slot.pointee.requestSent, bytes.count - slot.pointee.requestSent, Int32(MSG_NOSIGNAL))
         }
-        if sent < 0 {
-            if errno == EAGAIN || errno == EINTR { return }
+        if sent < 0, errno != EAGAIN, errno != EINTR {
             fail(fd, .protocolError, "send: \(String(cString: strerror(errno)))")
             return
         }
-        slot.pointee.requestSent += sent
-        if slot.pointee.requestSent == slot.pointee.request.count {
-            slot.pointee.request = []
-            var event = epoll_event()
-            event.events = EPOLLIN.rawValue | EPOLLRDHUP.rawValue
-            event.data.fd = fd
-            _ = epoll_ctl(epoll, EPOLL_CTL_MOD, fd, &event)
+        slot.pointee.requestSent += max(0, sent)
+        let done = slot.pointee.requestSent == slot.pointee.request.count
+        if done {
+            slot.pointee.requestSent = 0
+            if slot.pointee.transport == .poll {
+                slot.pointee.request.removeAll(keepingCapacity: true)  // the next poll reuses it
+            } else {
+                slot.pointee.request = []
+            }
         }
+        guard done == slot.pointee.writing else { return }
+        slot.pointee.writing = !done
+        var event = epoll_event()
+        event.events = EPOLLIN.rawValue | EPOLLRDHUP.rawValue | (done ? 0 : EPOLLOUT.rawValue)
+        event.data.fd = fd
+        _ = epoll_ctl(epoll, EPOLL_CTL_MOD, fd, &event)
     }
 
     /// One `read` per readiness (epoll is level-triggered: what is left wakes it again).
@@ -360,46 +396,112 @@ final class StreamLoop: @unchecked Sendable {
     @inline(__always)
     private func received(_ fd: CInt, _ bytes: UnsafeRawBufferPointer) {
         let slot = slots + Int(fd)
-        let scanner = scanners + Int(fd)
         let stats = self.stats
         let observer = self.observer
         let index = slot.pointee.index
+        let transport = slot.pointee.transport
+        let openStatus = transport.openStatus
         var now: UInt64 = 0
+        // A local function, not a closure value: it is never escaping, so `now` stays on the stack.
+        func record(_ event: ScannedEvent) {
+            if now == 0 { now = MeasurementWindow.now }
+            stats.recordEvent(event, now: now)
+            observer?(index, event)
+        }
+        /// Long poll: the answer's last body part seen, still in `bytes`.
+        var pollPart: UnsafeRawBufferPointer?
+        var broken: String?
+        var closedWith: UInt16??
+        var answerPing = false
         do {
             try readers[Int(fd)].feed(bytes) { part in
                 switch part {
                 case .head(let code):
                     slot.pointee.status = code
-                    if code == 200 {
+                    if code == openStatus, !slot.pointee.isOpen {
                         slot.pointee.isOpen = true
                         stats.openStreams += 1
                         awaitingHead[fd] = nil
                         complete(slot, .success(()))
                     }
                 case .body(let body):
-                    if slot.pointee.isOpen {
-                        scanner.pointee.scan(body) { event in
-                            if now == 0 { now = MeasurementWindow.now }
-                            stats.recordEvent(event, now: now)
-                            observer?(index, event)
+                    if slot.pointee.isOpen, slot.pointee.status == openStatus {
+                        switch transport {
+                        case .sse:
+                            scanners[Int(fd)].scan(body, record)
+                        case .ws:
+                            guard broken == nil, closedWith == nil else { return }
+                            do {
+                                try webSockets[Int(fd)].scan(body) { output in
+                                    switch output {
+                                    case .event(let event):
+                                        record(event)
+                                    case .ping(let payload):
+                                        WebSocketFrameWriter.appendPong(echoing: payload, mask: .random(in: .min ... .max), to: &slot.pointee.request)
+                                        answerPing = true
+                                    case .close(let code):
+                                        closedWith = .some(code)
+                                    }
+                                }
+                            } catch {
+                                broken = "\(error)"
+                            }
+                        case .poll:
+                            if let earlier = pollPart { polls[Int(fd)].append(earlier) }
+                            pollPart = body
                         }
                     } else if slot.pointee.errorBody.count < 300 {
                         slot.pointee.errorBody.append(contentsOf: body.prefix(300 - slot.pointee.errorBody.count))
                     }
                 case .end:
-                    break
+                    guard transport == .poll, slot.pointee.isOpen, slot.pointee.status == 200 else { return }
+                    do {
+                        try polls[Int(fd)].finish(tail: pollPart ?? UnsafeRawBufferPointer(start: nil, count: 0), record)
+                    } catch {
+                        broken = "\(error)"
+                    }
+                    pollPart = nil
                 }
             }
         } catch {
             fail(fd, .protocolError, "\(error)")
             return
         }
-        if readers[Int(fd)].isDone {
-            if slot.pointee.isOpen {
-                teardown(fd)  // the server ended the stream: reopen it
+        if let pollPart { polls[Int(fd)].append(pollPart) }  // the rest of the answer comes later
+        if let broken {
+            fail(fd, .protocolError, broken)
+            return
+        }
+        if let closedWith {
+            // Answer the close (best effort) and go: like a dropped stream, reopened with the last id.
+            WebSocketFrameWriter.appendClose(code: closedWith, mask: .random(in: .min ... .max), to: &slot.pointee.request)
+            flush(fd)
+            stats.lifetime.lastError = "the server closed the WebSocket" + (closedWith.map { " with \($0)" } ?? "")
+            teardown(fd)
+            return
+        }
+        if answerPing {
+            flush(fd)
+            guard slot.pointee.inUse else { return }
+        }
+        guard readers[Int(fd)].isDone else { return }
+        if transport == .poll, slot.pointee.isOpen {
+            if slot.pointee.status == 200 {
+                // Poll again at once from the answer's position.
+                readers[Int(fd)].reset()
+                if let poll = slot.pointee.poll {
+                    RequestWriter.appendPoll(poll, lastEventID: polls[Int(fd)].lastID, to: &slot.pointee.request)
+                    flush(fd)
+                }
             } else {
-                fail(fd, .status(slot.pointee.status), statusMessage(slot))
+                stats.recordFailure(.status(slot.pointee.status))
+                stats.lifetime.lastError = statusMessage(slot)
+                teardown(fd)  // reopened after the delay, like an ended stream
             }
+        } else if slot.pointee.isOpen {
+            teardown(fd)  // the server ended the stream: reopen it
+        } else {
+            fail(fd, .status(slot.pointee.status), statusMessage(slot))
         }
     }
 
@@ -450,7 +552,7 @@ final class StreamLoop: @unchecked Sendable {
         if slot.pointee.isOpen {
             stats.openStreams -= 1
             if unexpected, let spec = slot.pointee.spec {
-                ended(spec, index: index, lastEventID: scanners[Int(fd)].lastID ?? slot.pointee.resumedFrom)
+                ended(spec, index: index, lastEventID: lastID(fd) ?? slot.pointee.resumedFrom)
             }
         } else if !slot.pointee.failed {
             slot.pointee.failed = true
@@ -460,6 +562,15 @@ final class StreamLoop: @unchecked Sendable {
             complete(slot, .failure(StreamOpenError(description: message)))
         }
         slot.pointee = Slot()
+    }
+
+    /// The last event id stream `fd` received.
+    private func lastID(_ fd: CInt) -> Int64? {
+        switch slots[Int(fd)].transport {
+        case .sse: scanners[Int(fd)].lastID
+        case .ws: webSockets[Int(fd)].lastID
+        case .poll: polls[Int(fd)].lastID
+        }
     }
 
     /// A stream that was open ended while the loop is active: count it and reopen it.
@@ -480,6 +591,8 @@ final class StreamLoop: @unchecked Sendable {
         slots = Self.grow(slots, from: capacity, to: grown, filler: Slot())
         readers = Self.grow(readers, from: capacity, to: grown, filler: HTTPResponseReader())
         scanners = Self.grow(scanners, from: capacity, to: grown, filler: SSEScanner())
+        webSockets = Self.grow(webSockets, from: capacity, to: grown, filler: WebSocketScanner())
+        polls = Self.grow(polls, from: capacity, to: grown, filler: PollScanner())
         capacity = grown
     }
 
@@ -501,6 +614,8 @@ final class StreamLoop: @unchecked Sendable {
         slots.deinitialize(count: capacity).deallocate()
         readers.deinitialize(count: capacity).deallocate()
         scanners.deinitialize(count: capacity).deallocate()
+        webSockets.deinitialize(count: capacity).deallocate()
+        polls.deinitialize(count: capacity).deallocate()
         buffer.deallocate()
         Glibc.close(epoll)
         Glibc.close(wakeRead)

@@ -28,6 +28,8 @@ public struct Percentiles: Codable, Sendable {
 public struct BenchReport: Codable, Sendable {
     public struct Settings: Codable, Sendable {
         public var subscribers: Int
+        /// How the streams connected.
+        public var transport: Transport
         public var rate: Double?
         public var publishConnections: Int
         public var pipeline: Int
@@ -130,17 +132,18 @@ extension BenchReport {
     public func humanReadable() -> String {
         var lines: [String] = []
         let window = Self.number(settings.durationSeconds, digits: 1)
+        let over = settings.transport == .sse ? "" : " over \(settings.transport == .ws ? "WebSockets" : "long polls")"
         switch scenario {
         case .fanout:
             let rate = settings.rate.map { "\(Self.number($0, digits: 0)) events/s" } ?? "flat out"
-            lines.append("fanout — \(settings.subscribers) subscribers on one topic, publisher at \(rate) over \(settings.publishConnections) connection(s), \(window) s window")
+            lines.append("fanout — \(settings.subscribers) subscribers\(over) on one topic, publisher at \(rate) over \(settings.publishConnections) connection(s), \(window) s window")
         case .users:
             let rate = settings.rate.map { "\(Self.number($0, digits: 0)) events/s" } ?? "flat out"
-            lines.append("users — \(settings.subscribers) users, one stream each; publishers \(rate) over \(settings.publishConnections) connections × \(settings.pipeline) in flight, batch \(settings.batch), \(window) s window")
+            lines.append("users — \(settings.subscribers) users, one stream each\(over); publishers \(rate) over \(settings.publishConnections) connections × \(settings.pipeline) in flight, batch \(settings.batch), \(window) s window")
         case .idle:
-            lines.append("idle — \(settings.subscribers) idle streams")
+            lines.append("idle — \(settings.subscribers) idle streams\(over)")
         case .replay:
-            lines.append("replay — reconnect with Last-Event-ID after \(replay?.missed ?? 0) missed events")
+            lines.append("replay\(over) — reconnect with the last id after \(replay?.missed ?? 0) missed events")
         }
         lines.append("  target      \(label) at \(target)\(settings.serverCPU.map { ", server on CPU \($0)" } ?? "")\(settings.loadCPU.map { ", load on CPU \($0)" } ?? "")")
         var connected =

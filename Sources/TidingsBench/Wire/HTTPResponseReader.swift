@@ -160,6 +160,8 @@ struct HTTPResponseReader {
             }
         }
         if status == 204 || status == 304 { framing = .length(0) }
+        // 101 Switching Protocols: what follows the head is the new protocol's, to the end.
+        if status == 101 { framing = .untilClose }
         return (status, framing)
     }
 

@@ -76,14 +76,14 @@ struct SSEScanner {
             return
         case UInt8(ascii: "d"):
             guard let value = Self.value(of: "data", in: line) else { return }
-            if !hasData { sentAt = Self.sendTime(value) }
+            if !hasData { sentAt = JSONScan.sendTime(value) }
             hasData = true
         case UInt8(ascii: "i"):
             guard let value = Self.value(of: "id", in: line) else { return }
-            lastID = Self.integer(value)
+            lastID = JSONScan.decimal(value)
         case UInt8(ascii: "e"):
             guard let value = Self.value(of: "event", in: line) else { return }
-            isReset = Self.equals(value, "tidings.reset")
+            isReset = JSONScan.equals(value, "tidings.reset")
         default:
             return
         }
@@ -97,40 +97,5 @@ struct SSEScanner {
         var start = name.count + 1
         if start < line.count, line[start] == UInt8(ascii: " ") { start += 1 }
         return UnsafeRawBufferPointer(rebasing: line[start...])
-    }
-
-    /// `{"t":123…` → 123.
-    private static func sendTime(_ value: UnsafeRawBufferPointer) -> UInt64? {
-        let prefix: StaticString = #"{"t":"#
-        let count = prefix.utf8CodeUnitCount
-        guard value.count > count else { return nil }
-        let bytes = UnsafeRawBufferPointer(start: prefix.utf8Start, count: count)
-        for index in 0..<count where value[index] != bytes[index] { return nil }
-        var result: UInt64 = 0
-        var index = count
-        var digits = 0
-        while index < value.count, digits < 19 {
-            let byte = value[index]
-            guard byte >= UInt8(ascii: "0"), byte <= UInt8(ascii: "9") else { break }
-            result = result &* 10 &+ UInt64(byte &- UInt8(ascii: "0"))
-            index += 1
-            digits += 1
-        }
-        return digits > 0 ? result : nil
-    }
-
-    private static func integer(_ value: UnsafeRawBufferPointer) -> Int64? {
-        guard !value.isEmpty, value.count <= 18 else { return nil }
-        var result: Int64 = 0
-        for byte in value {
-            guard byte >= UInt8(ascii: "0"), byte <= UInt8(ascii: "9") else { return nil }
-            result = result * 10 + Int64(byte - UInt8(ascii: "0"))
-        }
-        return result
-    }
-
-    private static func equals(_ value: UnsafeRawBufferPointer, _ text: StaticString) -> Bool {
-        guard value.count == text.utf8CodeUnitCount else { return false }
-        return memcmp(value.baseAddress!, text.utf8Start, value.count) == 0
     }
 }
