@@ -135,7 +135,10 @@ class Feed {
     queueMicrotask(() => {
       if (this.#closed) return;
       if (options.share && shareable) this.#joinShared();
-      else this.#startLink();
+      else {
+        this.#leading = true;
+        this.#startLink();
+      }
     });
   }
 
