@@ -375,10 +375,7 @@ class Feed {
         const error = caught instanceof TidingsError ? caught : new TidingsError(String(caught?.message ?? caught));
         this.#error(error);
         if (error.fatal) {
-          this.#stopLink();
-          this.#closed = true;
-          this.#leaveShared();
-          this.#setState("closed");
+          this.close();
           return;
         }
         wait = error.retryAfterMs;
