@@ -5,10 +5,10 @@ SHELL := /bin/bash
 PG_DIR ?= $(CURDIR)/.data/postgres
 PG_PORT ?= 55432
 
-.PHONY: help deps build run test bench fmt clean db-start db-stop
+.PHONY: help deps build run test test-browser bench fmt clean db-start db-stop
 
 help: ## Show every target with its description
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 deps: ## Install missing system packages (libpq-dev, PostgreSQL 15) with apt-get
 	@scripts/install-deps.sh
@@ -19,8 +19,11 @@ build: deps ## Build the tidings binary (debug)
 run: build ## Start the gateway on 127.0.0.1:8080 and print tokens, curl and psql examples
 	@scripts/run-dev.sh
 
-test: deps ## Run every test suite (starts and removes a throwaway PostgreSQL)
+test: deps ## Run every test suite, the headless-Chromium one included (starts and removes a throwaway PostgreSQL)
 	@scripts/test.sh
+
+test-browser: build ## Only the real-browser suite (Chromium + Selenium); screenshots in .build/browser-tests/
+	@scripts/browser-tests.sh
 
 bench: deps ## Benchmarks: micro-benchmarks with thresholds, load scenarios vs a C floor; report in Benchmarks/results/
 	@scripts/bench.sh $(BENCH_ARGS)

@@ -76,6 +76,15 @@ let package = Package(
             capability: .buildTool(),
             dependencies: ["EmbedMigrationsTool"]
         ),
+        .executableTarget(
+            name: "EmbedWebAssetsTool",
+            swiftSettings: swiftSettings
+        ),
+        .plugin(
+            name: "EmbedWebAssets",
+            capability: .buildTool(),
+            dependencies: ["EmbedWebAssetsTool"]
+        ),
         .target(
             name: "TidingsServer",
             dependencies: [
@@ -98,7 +107,8 @@ let package = Package(
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
-            swiftSettings: swiftSettings
+            swiftSettings: swiftSettings,
+            plugins: ["EmbedWebAssets"]
         ),
         .target(
             name: "TidingsBench",

@@ -1,10 +1,17 @@
 #!/usr/bin/env bash
 # Installs what building and testing Tidings needs and the machine lacks: libpq's headers and
 # pkg-config file (the CLibPQ system library), and the PostgreSQL 15 server for `make run` and
-# the database tests. Debian packages only; does nothing when everything is there.
+# the database tests; with --browser also what the browser suite needs (Chromium, its driver, a
+# Python venv). Debian packages only; does nothing when everything is there.
 set -euo pipefail
 
 need=()
+if [ "${1:-}" = "--browser" ]; then
+    command -v chromium >/dev/null 2>&1 || need+=(chromium)
+    command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
+    python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
+    command -v python3 >/dev/null 2>&1 || need+=(python3)
+fi
 pkg-config --exists libpq 2>/dev/null || need+=(libpq-dev pkg-config)
 [ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql-15)
 command -v psql >/dev/null 2>&1 || need+=(postgresql-client-15)

@@ -34,6 +34,9 @@ cat <<TXT
 
   Tidings ($MODE mode) on $URL — dashboard: $URL/
 
+  Demo page, with these tokens filled in (open it, watch events arrive, press "Publish test event"):
+    $URL/demo#token=$SUB_TOKEN&pub=$PUB_TOKEN&connect=1
+
   Subscriber token (user 42, topics news.*):
     $SUB_TOKEN
   Publisher token:

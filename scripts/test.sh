@@ -27,4 +27,9 @@ if [ "$status" -ne 0 ]; then
     grep -E -B2 -A8 "✘|error:|Expectation failed|Fatal error|Test Case .* failed" "$LOG" | head -n 400 || tail -n 100 "$LOG"
 fi
 grep -E "Test run with|Executed [0-9]+ tests" "$LOG" | tail -n 3
+
+# The real-browser suite, against the same cluster (each test makes its own database).
+browser_status=0
+scripts/browser-tests.sh -q || browser_status=$?
+[ "$status" -ne 0 ] || status=$browser_status
 exit "$status"

@@ -87,5 +87,6 @@ public func buildRouter(gateway: Gateway) -> Router<TidingsRequestContext> {
     TicketController(gateway: gateway).addRoutes(to: router)
     PresenceController(gateway: gateway).addRoutes(to: router)
     OperationsController(gateway: gateway).addRoutes(to: router)
+    WebController().addRoutes(to: router)
     return router
 }

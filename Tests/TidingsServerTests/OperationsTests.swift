@@ -29,6 +29,33 @@ struct OperationsTests {
         }
     }
 
+    @Test func browserFilesAreEmbeddedCacheableAndAnswerHead() async throws {
+        try await TestServer.run { server in
+            let script = try await server.request(.GET, "/tidings.js")
+            #expect(script.status == 200)
+            #expect(script.headers["Content-Type"].first == "text/javascript; charset=utf-8")
+            #expect(script.headers["Access-Control-Allow-Origin"].first == "*")
+            #expect(script.headers["Cache-Control"].first == "public, max-age=300")
+            #expect(script.body.contains("export function connect("))
+            let etag = try #require(script.headers["ETag"].first)
+            #expect(etag.hasPrefix("\"") && etag.count > 10)
+            let again = try await server.request(.GET, "/tidings.js", headers: [("If-None-Match", etag)])
+            #expect(again.status == 304)
+            #expect(again.body.isEmpty)
+            #expect(try await server.request(.GET, "/tidings.js", headers: [("If-None-Match", "\"other\"")]).status == 200)
+            for (path, type) in [("/", "text/html"), ("/demo", "text/html"), ("/favicon.ico", "image/x-icon"), ("/site.css", "text/css")] {
+                let get = try await server.request(.GET, path)
+                #expect(get.status == 200, "GET \(path)")
+                #expect(get.headers["Content-Type"].first?.hasPrefix(type) == true, "GET \(path)")
+                let head = try await server.request(.HEAD, path)
+                #expect(head.status == 200, "HEAD \(path)")
+                #expect(head.body.isEmpty, "HEAD \(path)")
+                #expect(head.headers["Content-Length"].first == get.headers["Content-Length"].first, "HEAD \(path)")
+                #expect(head.headers["ETag"].first == get.headers["ETag"].first, "HEAD \(path)")
+            }
+        }
+    }
+
     @Test func corsForListedOriginsOnly() async throws {
         try await TestServer.run({ $0.corsOrigins = ["https://app.example"] }) { server in
             let preflight = try await server.request(.OPTIONS, "/events", headers: [("Origin", "https://app.example"), ("Access-Control-Request-Method", "GET")])

@@ -4,7 +4,7 @@ import NIOCore
 import Prometheus
 import TidingsCore
 
-/// `GET /healthz`, `GET /readyz`, `GET /metrics` and the dashboard page `GET /`.
+/// `GET /healthz`, `GET /readyz` and `GET /metrics` (the dashboard `GET /` is `WebController`).
 public struct OperationsController: Sendable {
     public typealias Context = TidingsRequestContext
     let gateway: Gateway
@@ -33,11 +33,6 @@ public struct OperationsController: Sendable {
             return Response(
                 status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
                 body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
-        }
-        router.get("/") { _, _ in
-            Response(
-                status: .ok, headers: [.contentType: "text/html; charset=utf-8", .cacheControl: "no-cache"],
-                body: .init(byteBuffer: ByteBuffer(string: DashboardPage.html)))
         }
     }
 }
