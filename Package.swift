@@ -177,6 +177,7 @@ let package = Package(
             name: "TidingsPostgresTests",
             dependencies: [
                 "TidingsPostgres",
+                "TidingsBench",
                 "TidingsCore",
                 "TidingsTestSupport",
                 .product(name: "Logging", package: "swift-log"),

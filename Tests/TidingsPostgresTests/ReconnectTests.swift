@@ -6,6 +6,7 @@ import Glibc
 import MetricsTestKit
 import NIOPosix
 import Testing
+import TidingsBench
 import TidingsCore
 
 @testable import TidingsPostgres
@@ -136,6 +137,8 @@ struct PrivateCluster: Sendable {
             posix_spawn_file_actions_init(&actions)
             defer { posix_spawn_file_actions_destroy(&actions) }
             posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+            // The PostgreSQL it restarts must not keep this process's connections open.
+            try ChildProcess.closeInheritedDescriptors(&actions)
             var pid = pid_t()
             let spawned = posix_spawn(&pid, "/bin/bash", &actions, nil, argv, environ)
             guard spawned == 0 else { throw ScriptFailed(status: spawned) }

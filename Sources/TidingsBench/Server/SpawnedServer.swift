@@ -30,6 +30,7 @@ public struct SpawnedServer: Sendable {
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_adddup2(&actions, logFD, 1)
         posix_spawn_file_actions_adddup2(&actions, logFD, 2)
+        try ChildProcess.closeInheritedDescriptors(&actions)
         var pid: pid_t = 0
         let argv = command.map { strdup($0) } + [nil]
         defer { argv.forEach { free($0) } }

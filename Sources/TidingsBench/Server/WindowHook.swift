@@ -15,6 +15,7 @@ enum WindowHook {
         defer { posix_spawn_file_actions_destroy(&actions) }
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_adddup2(&actions, 2, 1)
+        try ChildProcess.closeInheritedDescriptors(&actions)
         var pid: pid_t = 0
         let words: [String] = ["/bin/sh", "-c", "\(command) \(phase)"]
         let argv = words.map { strdup($0) } + [nil]
