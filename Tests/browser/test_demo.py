@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from buffering_proxy import BufferingProxy
 from conftest import demo_url, http, until
 
 
@@ -149,6 +150,25 @@ def test_the_other_transports_deliver_the_same_stream(transport, gateways, datab
     ids += [gateway.publish(user, "tick", {"n": n}) for n in range(5, 8)]
     browser.wait(lambda _: [id_ for id_, _ in browser.received()] == ids, 30, f"the events after a restart over {transport}")
     browser.shot(transport)
+
+
+def test_auto_falls_back_to_long_polling_behind_a_proxy_that_buffers(gateways, browsers):
+    # Everything goes through the proxy: the page, the tickets, the stream. The SSE stream's bytes
+    # never arrive, so `transport: "auto"` gives up on it and polls instead.
+    gateway = gateways()
+    proxy = BufferingProxy(gateway.port).start()
+    try:
+        user = "4206"
+        browser = browsers()
+        browser.driver.get(demo_url(proxy.url, token=gateway.token(user), mode="ticket", transport="auto", connect="1"))
+        until(lambda: gateway.metric("tidings_streams_open", transport="poll") == 1, 30,
+              "a long poll once the SSE stream stalled")
+        ids = [gateway.publish(user, "tick", {"n": n}) for n in range(5)]
+        browser.wait(lambda _: [id_ for id_, _ in browser.received()] == ids, 30, "the events through the proxy")
+        assert gateway.metric("tidings_streams_open", transport="sse") == 0, "the stalled stream was given up"
+        browser.shot("auto-fallback")
+    finally:
+        proxy.stop()
 
 
 def test_static_files_are_cacheable_and_answer_head(gateways):

@@ -86,3 +86,30 @@ def test_ten_native_eventsources_stall_at_six_and_ten_shared_tabs_get_everything
     until(lambda: gateway.metric("tidings_streams_open", transport="sse") == 1, 20, "one stream after the takeover")
     assert leader() != leading
     shared.shot("after-takeover")
+
+    # 4. Freeze the leading tab (the browser's lifecycle freeze, as for a tab in the background):
+    # it gives the connection up, another tab takes over, the others miss nothing; once thawed,
+    # the frozen tab catches up too.
+    frozen = leader()
+    shared.driver.switch_to.window(frozen)
+    shared.driver.execute_cdp_cmd("Page.setWebLifecycleState", {"state": "frozen"})
+    others = [handle for handle in handles if handle != frozen]
+
+    def leader_among_others():
+        found = []
+        for handle in others:
+            shared.driver.switch_to.window(handle)
+            if shared.js("return window.demo.feed.leading"):
+                found.append(handle)
+        return found
+
+    until(lambda: len(leader_among_others()) == 1, 20, "another tab to lead while the leader is frozen")
+    ids += [gateway.publish(user, "tick", {"n": n}) for n in range(12, 16)]
+    for handle in others:
+        shared.driver.switch_to.window(handle)
+        shared.wait(lambda _: [id_ for id_, _ in shared.received()] == ids, what=f"all events in tab {handle}")
+    until(lambda: gateway.metric("tidings_streams_open", transport="sse") == 1, 20, "one stream while a tab is frozen")
+    shared.driver.switch_to.window(frozen)
+    shared.driver.execute_cdp_cmd("Page.setWebLifecycleState", {"state": "active"})
+    shared.wait(lambda _: [id_ for id_, _ in shared.received()] == ids, what="the thawed tab to catch up")
+    shared.shot("after-freeze")
