@@ -59,12 +59,16 @@ def test_ten_native_eventsources_stall_at_six_and_ten_shared_tabs_get_everything
     until(lambda: gateway.metric("tidings_streams_open", transport="sse") == 1, 20, "one stream for ten tabs")
     ids = [gateway.publish(user, "tick", {"n": n}) for n in range(1, 6)]
 
-    def leader():
+    def leading_tabs(among):
         found = []
-        for handle in handles:
+        for handle in among:
             shared.driver.switch_to.window(handle)
             if shared.js("return window.demo.feed.leading"):
                 found.append(handle)
+        return found
+
+    def leader():
+        found = leading_tabs(handles)
         assert len(found) == 1, f"{len(found)} leading tabs"
         return found[0]
 
@@ -95,15 +99,7 @@ def test_ten_native_eventsources_stall_at_six_and_ten_shared_tabs_get_everything
     shared.driver.execute_cdp_cmd("Page.setWebLifecycleState", {"state": "frozen"})
     others = [handle for handle in handles if handle != frozen]
 
-    def leader_among_others():
-        found = []
-        for handle in others:
-            shared.driver.switch_to.window(handle)
-            if shared.js("return window.demo.feed.leading"):
-                found.append(handle)
-        return found
-
-    until(lambda: len(leader_among_others()) == 1, 20, "another tab to lead while the leader is frozen")
+    until(lambda: len(leading_tabs(others)) == 1, 20, "another tab to lead while the leader is frozen")
     ids += [gateway.publish(user, "tick", {"n": n}) for n in range(12, 16)]
     for handle in others:
         shared.driver.switch_to.window(handle)
