@@ -107,7 +107,9 @@ final class StreamSink: SubscriptionDriver, @unchecked Sendable {
     /// - Returns: true when something was written to the pipeline and needs a flush.
     func drainOnLoop(now: NIODeadline = .now()) -> Bool {
         guard let wire else { return false }
-        switch machine.drainRequested(isWritable: channel.isWritable) {
+        // Writability only matters while NIO holds something: asking the channel (an atomic
+        // load in another object) for every stream of every event costs a cache miss each.
+        switch machine.drainRequested(isWritable: machine.pendingInPipeline == 0 || channel.isWritable) {
         case .none:
             return false
         case .park:
@@ -124,6 +126,9 @@ final class StreamSink: SubscriptionDriver, @unchecked Sendable {
                 // The drain may have swapped the storage for the subscription's.
                 bufferAddress = buffer.withUnsafeBufferPointer { $0.baseAddress.map(UnsafeRawPointer.init) }
             }
+            // A stream that keeps up has one event: its bytes come from the pass's cache (the
+            // previous stream of the pass most likely wrote the same event).
+            if buffer.count == 1 { return write(CollectionOfOne(batcher.encoded(buffer[0].event, framing)), count: 1, to: wire) }
             let framing = self.framing
             return write(buffer.lazy.map { framing.encoded($0.event) }, count: buffer.count, to: wire)
         case .keepAlive:
@@ -297,6 +302,30 @@ final class StreamSink: SubscriptionDriver, @unchecked Sendable {
 final class LoopBatcher: DrainKick, Sendable {
     let loop: any EventLoop
     private let state = Mutex(State())
+    private let lastEncoded = LastEncoded()
+
+    /// The last event a drain pass on this loop encoded, with its bytes: an event reaches the
+    /// streams of a pass one after another, so asking the event for its encoding (an atomic
+    /// load through two objects) happens once per pass and framing, not once per stream.
+    /// Only touched on `loop`.
+    private final class LastEncoded: @unchecked Sendable {
+        // @unchecked: only used on the batcher's event loop (in drains).
+        var event: Event?
+        var framing = StreamFraming.sse
+        var bytes = ByteBuffer()
+    }
+
+    /// On the loop: `event` in `framing`'s encoding.
+    @inline(__always)
+    func encoded(_ event: Event, _ framing: StreamFraming) -> ByteBuffer {
+        let last = lastEncoded
+        if last.event === event, last.framing == framing { return last.bytes }
+        let bytes = framing.encoded(event)
+        last.event = event
+        last.framing = framing
+        last.bytes = bytes
+        return bytes
+    }
 
     private struct State {
         var ready: [StreamSink] = []
@@ -348,6 +377,8 @@ final class LoopBatcher: DrainKick, Sendable {
         }
         for (sink, didWrite) in zip(ready, wrote) where didWrite { sink.flushOnLoop() }
         ready.removeAll(keepingCapacity: true)
+        lastEncoded.event = nil  // an event is not kept alive by the cache after its pass
+        lastEncoded.bytes = ByteBuffer()
         state.withLock { state in
             if state.spare.capacity < ready.capacity { state.spare = ready }
         }
