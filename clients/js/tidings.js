@@ -361,6 +361,8 @@ class Feed {
       };
       let wait = null;
       try {
+        if (transport !== "poll" && this.#position === null) await this.#locate(signal);
+        if (signal.aborted) break;
         if (transport === "sse") await this.#sse(signal, onOpen);
         else if (transport === "ws") await this.#ws(signal, onOpen);
         else await this.#poll(signal, onOpen);
@@ -387,6 +389,38 @@ class Feed {
       this.#setState("reconnecting");
       await sleep(delay, signal);
     }
+  }
+
+  /** One `GET /poll`: its parsed answer, or `undefined` when the feed was stopped meanwhile. */
+  async #pollOnce(query, signal) {
+    let response;
+    try {
+      response = await fetch(this.#endpoint("poll", query), { credentials: "include", cache: "no-store", signal });
+    } catch (error) {
+      if (signal.aborted) return undefined;
+      throw new TidingsError(`the gateway is unreachable (${error?.message ?? error})`);
+    }
+    if (!response.ok) throw await httpError(response, "GET /poll");
+    try {
+      return await response.json();
+    } catch (error) {
+      if (signal.aborted) return undefined;
+      throw new TidingsError(`a poll answer was cut (${error?.message ?? error})`);
+    }
+  }
+
+  /**
+   * Where the stream stands now, before a first stream without a resume point opens: a poll
+   * without one answers at once with the current position, and the stream resumes from there.
+   * A stream that drops before its first event then still has an id to resume from, so nothing
+   * published during the drop is lost. ("0" — a gateway that has delivered nothing yet — is not
+   * used: it would mean "everything retained".)
+   */
+  async #locate(signal) {
+    const body = await this.#pollOnce(await this.#query({ timeout: "0s" }), signal);
+    if (body === undefined) return;
+    const position = normalizeId(body.last_event_id);
+    if (position !== null && position !== "0" && this.#position === null) this.#position = position;
   }
 
   /** The query of one connection: topics, a fresh ticket, the resume point. */
@@ -504,22 +538,8 @@ class Feed {
   async #poll(signal, onOpen) {
     const timeout = this.#options.pollTimeout ?? "25s";
     for (;;) {
-      const query = await this.#query({ timeout });
-      let response;
-      try {
-        response = await fetch(this.#endpoint("poll", query), { credentials: "include", cache: "no-store", signal });
-      } catch (error) {
-        if (signal.aborted) return;
-        throw new TidingsError(`the gateway is unreachable (${error?.message ?? error})`);
-      }
-      if (!response.ok) throw await httpError(response, "GET /poll");
-      let body;
-      try {
-        body = await response.json();
-      } catch (error) {
-        if (signal.aborted) return;
-        throw new TidingsError(`a poll answer was cut (${error?.message ?? error})`);
-      }
+      const body = await this.#pollOnce(await this.#query({ timeout }), signal);
+      if (body === undefined) return;
       if (this.#state !== "open") onOpen();
       for (const event of body.events ?? []) this.#received({ id: event.id ?? null, event: event.event, data: event.data });
       const position = normalizeId(body.last_event_id);
