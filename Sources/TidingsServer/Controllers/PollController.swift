@@ -77,7 +77,7 @@ public struct PollController: Sendable {
             while NIODeadline.now() < deadline, subscription.endReason == nil {
                 try await waiter.wait(until: deadline)
                 if case .events = subscription.drain(into: &buffer) {
-                    if Self.durable(buffer, limit: limit) != nil { break }
+                    if buffer.contains(where: { $0.id != nil }) { break }
                     buffer.removeAll(keepingCapacity: true)
                 }
             }
