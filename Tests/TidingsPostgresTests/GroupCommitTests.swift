@@ -1,5 +1,7 @@
 import Foundation
+import Metrics
 import MetricsTestKit
+import NIOPosix
 import Testing
 import TidingsCore
 import TidingsTestSupport
@@ -180,6 +182,34 @@ struct GroupCommitTests {
         }
     }
 
+    @Test func aGroupWithoutKeysIsTwoRoundTripsAndKeysAddTheirOwn() async throws {
+        try await TestDatabase.with { (url: String) async throws in
+            let metrics = TestMetrics()
+            let counts = try await NIOThreadPool.singleton.runIfActive { () throws -> [Int64] in
+                let connection = try PGConnection.connect(ConnectionParameters(url: url), logger: TestDatabase.logger)
+                defer { connection.close() }
+                connection.roundTrips = Counter(label: "round_trips", factory: metrics)
+                var counts: [Int64] = []
+                func measure(_ requests: [PublishEntry]) throws {
+                    let before = metrics.counterTotal(label: "round_trips")
+                    _ = try PostgresEventStore.publish(requests, retentionSeconds: "3600", on: connection)
+                    counts.append(metrics.counterTotal(label: "round_trips") - before)
+                }
+                // BEGIN with the ids, then INSERT and COMMIT pipelined.
+                try measure([PublishEntry(events: [newEvent("user:a")], publisher: "p")])
+                try measure((0..<3).map { _ in PublishEntry(events: [newEvent("user:a"), newEvent("topic:t")], publisher: "p") })
+                // A new key: BEGIN, claim, ids, then INSERT, key and COMMIT pipelined.
+                let keyed = newEvent("user:a", key: "k1")
+                try measure([PublishEntry(events: [keyed], publisher: "p")])
+                // A key used before: BEGIN, claim, look-up, then COMMIT alone.
+                try measure([PublishEntry(events: [keyed], publisher: "p")])
+                return counts
+            }
+            #expect(counts == [2, 2, 4, 4])
+            #expect(try await SQL.value(url, "SELECT count(*) FROM tidings.events") == "8")
+        }
+    }
+
     @Test func aLostCommitIsResolvedForEveryRequestOfTheGroup() async throws {
         try await TestDatabase.with { (url: String) async throws in
             let (host, port) = try #require(CuttingProxy.hostAndPort(of: url))
@@ -190,9 +220,9 @@ struct GroupCommitTests {
                 let store = try #require(backend.store as? PostgresEventStore)
                 // Committed, answer lost: every request gets its ids.
                 let committed = (0..<5).map { PublishEntry(events: [newEvent("user:a", "committed", data: "\($0)")], publisher: "p") }
-                proxy.arm(.afterCommit)
-                let ids = try await publishAsOneGroup(committed, store: store, url: url, poolSize: 1, fillersFail: true)
-                    .map { try $0.get() }
+                let ids = try await publishAsOneGroup(committed, store: store, url: url, poolSize: 1, fillersFail: true) {
+                    proxy.arm(.afterCommit)
+                }.map { try $0.get() }
                 #expect(proxy.cutCount == 1)
                 var stored: [EventID: String] = [:]
                 for row in try await SQL.run(url, "SELECT id, data::text FROM tidings.events WHERE event = 'committed'").rows {
@@ -203,8 +233,9 @@ struct GroupCommitTests {
                 #expect(metrics.counterTotal(label: "tidings_publish_transactions_total") == 1)
                 // Never committed: every request gets the error, and nothing is stored.
                 let aborted = (0..<5).map { PublishEntry(events: [newEvent("user:a", "aborted", data: "\($0)")], publisher: "p") }
-                proxy.arm(.insteadOfCommit)
-                let results = try await publishAsOneGroup(aborted, store: store, url: url, poolSize: 1, fillersFail: true)
+                let results = try await publishAsOneGroup(aborted, store: store, url: url, poolSize: 1, fillersFail: true) {
+                    proxy.arm(.insteadOfCommit)
+                }
                 #expect(proxy.cutCount == 2)
                 for result in results { #expect(throws: PostgresError.self) { try result.get() } }
                 #expect(try await SQL.value(url, "SELECT count(*) FROM tidings.events WHERE event = 'aborted'") == "0")
@@ -227,7 +258,8 @@ func publishAsOneGroup(
     store: PostgresEventStore,
     url: String,
     poolSize: Int,
-    fillersFail: Bool = false
+    fillersFail: Bool = false,
+    whenFillersHeld: () -> Void = {}
 ) async throws -> [Result<[EventID], any Error>] {
     try await SQL.run(
         url,
@@ -264,6 +296,9 @@ func publishAsOneGroup(
                         """) == "\(poolSize)"
                 }
                 #expect(store.groupCommitState == (queued: 0, inFlight: poolSize))
+                // The fillers' own COMMITs were sent with their INSERTs (one pipeline): what the
+                // caller arms now meets the group's COMMIT first.
+                whenFillersHeld()
                 for (index, request) in requests.enumerated() {
                     tasks.addTask { (index, await captured { try await store.publish(request.events, publisher: request.publisher) }) }
                     try await eventually("request \(index) queued") { store.groupCommitState.queued == index + 1 }

@@ -6,10 +6,12 @@ import Glibc
 #endif
 
 /// A TCP proxy on loopback in front of the test PostgreSQL that can lose a COMMIT: when armed,
-/// the next client message that is exactly `COMMIT` (simple query protocol) is either
-/// forwarded and then the client's side cut before the answer comes back (the transaction
-/// commits, the client never hears it), or cut instead of forwarded (the server sees the
-/// connection end inside the transaction and aborts it). It can also refuse new connections,
+/// the next client write that is exactly `COMMIT` (simple query protocol) or that carries a
+/// `COMMIT` statement in a pipeline (extended protocol: its Parse message) is either forwarded
+/// and then the client's side cut before the answer comes back (the transaction commits, the
+/// client never hears it), or cut at the COMMIT — what came before it in the write is
+/// forwarded, the COMMIT is not (the server sees the connection end inside the transaction and
+/// aborts it). It can also refuse new connections,
 /// for a database that cannot be asked afterwards.
 ///
 /// `@unchecked Sendable`: the mutable state is in `Mutex`es; sockets are plain descriptors each
@@ -33,6 +35,20 @@ public final class CuttingProxy: @unchecked Sendable {
 
     /// The `COMMIT` query message: 'Q', length 11, "COMMIT\0".
     private static let commitMessage: [UInt8] = [0x51, 0, 0, 0, 11] + Array("COMMIT".utf8) + [0]
+    /// `COMMIT` parsed as the unnamed statement in a pipeline: 'P', length 14, no name,
+    /// "COMMIT\0", no parameter types.
+    private static let commitParse: [UInt8] = [0x50, 0, 0, 0, 14, 0] + Array("COMMIT".utf8) + [0, 0, 0]
+
+    /// Where the COMMIT starts in a client write, if the write carries one.
+    private static func commitOffset(in chunk: [UInt8]) -> Int? {
+        if chunk == commitMessage { return 0 }
+        let needle = commitParse
+        guard chunk.count >= needle.count else { return nil }
+        for start in 0...(chunk.count - needle.count) where chunk[start] == needle[0] {
+            if chunk[start..<(start + needle.count)].elementsEqual(needle) { return start }
+        }
+        return nil
+    }
 
     public init(targetHost: String, targetPort: Int) throws {
         target = (targetHost, targetPort)
@@ -133,14 +149,15 @@ public final class CuttingProxy: @unchecked Sendable {
     }
 
     /// Copies bytes one way until either side ends. Client-to-server traffic is watched for
-    /// the COMMIT message while armed (libpq sends one message per write for it).
+    /// the COMMIT while armed (libpq sends a simple-query COMMIT in a write of its own, and a
+    /// pipeline in one write up to its sync).
     private func pump(from source: Int32, to destination: Int32, watching: Bool, peer: Int32) {
         var buffer = [UInt8](repeating: 0, count: 65536)
         while true {
             let count = buffer.withUnsafeMutableBytes { read(source, $0.baseAddress, $0.count) }
             guard count > 0 else { break }
             let chunk = Array(buffer[0..<count])
-            if watching, chunk == Self.commitMessage, let cut = armed.withLock({ $0.take() }) {
+            if watching, let commitAt = Self.commitOffset(in: chunk), let cut = armed.withLock({ $0.take() }) {
                 cuts.add(1, ordering: .sequentiallyConsistent)
                 switch cut {
                 case .afterCommit:
@@ -156,6 +173,9 @@ public final class CuttingProxy: @unchecked Sendable {
                     writeAll(destination, chunk)
                     return
                 case .insteadOfCommit:
+                    // What came before the COMMIT (a pipeline's writes) runs; the COMMIT never
+                    // reaches the server.
+                    if commitAt > 0 { writeAll(destination, Array(chunk[0..<commitAt])) }
                     shutdown(source, Int32(SHUT_RDWR))
                     shutdown(destination, Int32(SHUT_RDWR))
                     return

@@ -116,6 +116,71 @@ final class PGConnection: @unchecked Sendable {
         return try consume(PQexec(handle, sql))
     }
 
+    /// One parameterised statement of a ``pipeline(_:)``.
+    struct Statement {
+        var sql: String
+        var parameters: [String?] = []
+    }
+
+    /// Sends `statements` at once and reads their answers: one round trip (libpq's pipeline
+    /// mode). The server runs them in order and stops at the first that fails; that failure is
+    /// thrown once every answer is read, and the statements after it did not run. Inside a
+    /// transaction block a failure leaves the block aborted: the caller rolls back.
+    @discardableResult
+    func pipeline(_ statements: [Statement]) throws(PostgresError) -> [PGRows] {
+        guard PQenterPipelineMode(handle) == 1 else { throw failure(.queryFailed) }
+        roundTrips?.increment()
+        for statement in statements {
+            let copies = statement.parameters.map { $0.map { strdup($0) } ?? nil }
+            defer { copies.forEach { free($0) } }
+            let pointers = copies.map { UnsafePointer($0) }
+            let sent = pointers.withUnsafeBufferPointer { buffer in
+                PQsendQueryParams(handle, statement.sql, Int32(buffer.count), nil, buffer.baseAddress, nil, nil, 0)
+            }
+            guard sent == 1 else { throw abandon() }
+        }
+        guard PQpipelineSync(handle) == 1 else { throw abandon() }
+        var answers: [PGRows] = []
+        answers.reserveCapacity(statements.count)
+        var firstError: PostgresError?
+        for _ in statements {
+            // Each statement's answer is one result, then a nil that ends it.
+            guard let result = PQgetResult(handle) else { throw abandon() }
+            while let extra = PQgetResult(handle) { PQclear(extra) }
+            if PQresultStatus(result) == PGRES_PIPELINE_ABORTED {
+                PQclear(result)
+                continue
+            }
+            do {
+                answers.append(try consume(result))
+            } catch {
+                firstError = firstError ?? error
+            }
+        }
+        guard let sync = PQgetResult(handle) else { throw abandon() }
+        let synced = PQresultStatus(sync) == PGRES_PIPELINE_SYNC
+        PQclear(sync)
+        guard synced, PQexitPipelineMode(handle) == 1 else { throw abandon() }
+        if let firstError { throw firstError }
+        return answers
+    }
+
+    /// The connection's last error, as `code` while it is still usable and as a lost
+    /// connection when it is not.
+    private func failure(_ code: PostgresError.Code) -> PostgresError {
+        PostgresError(
+            PQstatus(handle) == CONNECTION_OK ? code : .connectionLost,
+            serverMessage: String(cString: PQerrorMessage(handle)))
+    }
+
+    /// A pipeline broke off half-way: what the server did is unknown, so the connection is
+    /// closed (the pool drops it) and the error is a lost connection.
+    private func abandon() -> PostgresError {
+        let error = PostgresError(.connectionLost, serverMessage: String(cString: PQerrorMessage(handle)))
+        close()
+        return error
+    }
+
     /// Runs `body` in a transaction: COMMIT when it returns, ROLLBACK when it throws.
     func transaction<T>(_ body: () throws -> T) throws -> T {
         try execute("BEGIN")

@@ -39,23 +39,46 @@ extension PostgresEventStore {
 
     /// `BEGIN` with a synchronous commit (an asynchronous one lost in a crash would re-issue ids
     /// that listeners already delivered), taking the transaction id before any event id (see
-    /// DeliveryOrder). Returns the transaction id, to ask for the outcome if COMMIT is lost.
-    private static func begin(on connection: PGConnection) throws -> String {
+    /// DeliveryOrder), in one round trip. With `takingIDs` above zero the same round trip takes
+    /// that many event ids (`take_event_ids` takes the order lock first). Returns the
+    /// transaction id, to ask for the outcome if COMMIT is lost, and the ids.
+    private static func begin(on connection: PGConnection, takingIDs count: Int) throws -> (transactionID: String, ids: [EventID]) {
         let failure: PostgresError
         do {
-            return try connection.execute(
-                "BEGIN; SET LOCAL synchronous_commit = on; SELECT pg_current_xact_id()::text"
-            ).single(orMore: false).string(0)
+            let ids = count > 0 ? "tidings.take_event_ids(\(count))::text" : "NULL"
+            let row = try connection.execute(
+                "BEGIN; SET LOCAL synchronous_commit = on; SELECT pg_current_xact_id()::text, \(ids)"
+            ).single()
+            return (try row.string(0), count > 0 ? try Self.ids(fromArray: try row.string(1), count: count) : [])
         } catch {
             failure = error
         }
         if failure.isConnectionError { throw LostBeforeTransaction(underlying: failure) }
+        if !connection.isBroken, connection.isInTransaction { _ = try? connection.execute("ROLLBACK") }
         throw failure
+    }
+
+    /// The ids of a `bigint[]` in text form (`{41,42}`), in increasing order.
+    static func ids(fromArray text: String, count: Int) throws(PostgresError) -> [EventID] {
+        guard text.first == "{", text.last == "}" else { throw PostgresError(.unexpectedResult) }
+        var ids: [EventID] = []
+        ids.reserveCapacity(count)
+        for part in text.dropFirst().dropLast().split(separator: ",") {
+            guard let id = EventID(part) else { throw PostgresError(.unexpectedResult) }
+            ids.append(id)
+        }
+        guard ids.count == count else { throw PostgresError(.unexpectedResult) }
+        return ids.sorted()
     }
 
     /// The transaction of a group of publish requests, taken in order as if each ran after the
     /// one before: one claim of their idempotency keys, one `take_event_ids`, one INSERT, one
     /// COMMIT. Returns each request's ids and how many events were stored.
+    ///
+    /// Round trips: a group without idempotency keys takes two — `BEGIN` with its ids, then the
+    /// INSERT and COMMIT pipelined. The transaction id is known before COMMIT is sent, so a
+    /// connection lost in the second one can still be asked about. Keys add one or two (the
+    /// claim, and the look-up of keys used before) and one for the ids.
     static func publish(_ requests: [PublishEntry], retentionSeconds: String, on connection: PGConnection) throws -> GroupResult {
         // The first occurrence of each key in the group; later ones repeat its id.
         var firstOfKey: [Key: Position] = [:]
@@ -70,8 +93,11 @@ extension PostgresEventStore {
             }
         }
         keys.sort()  // one lock order for every transaction: no deadlock between them
-        let transactionID = try Self.begin(on: connection)
-        let result = try connection.inTransaction(commit: false) { () throws -> GroupResult in
+        // Without keys every event is stored, so its ids can come with BEGIN.
+        let eventCount = requests.reduce(0) { $0 + $1.events.count }
+        let (transactionID, takenIDs) = try Self.begin(on: connection, takingIDs: keys.isEmpty ? eventCount : 0)
+        let (result, writes) = try connection.inTransaction(commit: false) { () throws -> (GroupResult, [PGConnection.Statement]) in
+            var writes: [PGConnection.Statement] = []
             var existing: [Key: EventID] = [:]
             if !keys.isEmpty {
                 let claimed = try connection.query(
@@ -115,24 +141,26 @@ extension PostgresEventStore {
             var ids = requests.map { [EventID](repeating: 0, count: $0.events.count) }
             if !toStore.isEmpty {
                 // The order lock, then the ids (see OrderLock).
-                let sequence = try connection.query(
-                    "SELECT unnest(tidings.take_event_ids($1::int))", [String(toStore.count)])
-                let newIDs = try sequence.rows.map { try $0.int64(0) }.sorted()
+                var newIDs = takenIDs
+                if newIDs.isEmpty {
+                    let taken = try connection.query("SELECT tidings.take_event_ids($1::int)::text", [String(toStore.count)])
+                    newIDs = try Self.ids(fromArray: try taken.single().string(0), count: toStore.count)
+                }
                 guard newIDs.count == toStore.count else { throw PostgresError(.unexpectedResult) }
                 for (offset, position) in toStore.enumerated() { ids[position.request][position.event] = newIDs[offset] }
                 let events = toStore.map { requests[$0.request].events[$0.event] }
-                try connection.query(
-                    """
+                writes.append(PGConnection.Statement(
+                    sql: """
                     INSERT INTO tidings.events (id, targets, event, data)
                     SELECT u.id, string_to_array(u.targets, ' '), u.event, u.data::json
                     FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[]) AS u(id, targets, event, data)
                     """,
-                    [
+                    parameters: [
                         PGArray.int64(newIDs),
                         PGArray.text(events.map { $0.targets.map(\.description).joined(separator: " ") }),
                         PGArray.text(events.map(\.type.rawValue)),
                         PGArray.text(events.map(\.data)),
-                    ])
+                    ]))
             }
             for (request, entry) in requests.enumerated() {
                 for (index, event) in entry.events.enumerated() where ids[request][index] == 0 {
@@ -147,22 +175,25 @@ extension PostgresEventStore {
             }
             let claimedKeys = keys.filter { existing[$0] == nil }
             if !claimedKeys.isEmpty {
-                try connection.query(
-                    """
+                writes.append(PGConnection.Statement(
+                    sql: """
                     UPDATE tidings.idempotency_keys AS k SET event_id = u.id
                     FROM unnest($1::text[], $2::text[], $3::bigint[]) AS u(publisher, key, id)
                     WHERE k.publisher = u.publisher AND k.key = u.key
                     """,
-                    [
+                    parameters: [
                         PGArray.text(claimedKeys.map(\.publisher)),
                         PGArray.text(claimedKeys.map(\.key)),
                         PGArray.int64(claimedKeys.map { ids[firstOfKey[$0]!.request][firstOfKey[$0]!.event] }),
-                    ])
+                    ]))
             }
-            return GroupResult(ids: ids, stored: toStore.count)
+            return (GroupResult(ids: ids, stored: toStore.count), writes)
         }
+        // The writes and COMMIT in one round trip. A connection lost on the way may have
+        // committed: the server is asked (LostAtCommit). A write the server refused leaves the
+        // block aborted, COMMIT unrun: roll back.
         do {
-            try connection.execute("COMMIT")
+            try connection.pipeline(writes + [PGConnection.Statement(sql: "COMMIT")])
         } catch where error.isConnectionError {
             throw LostAtCommit(underlying: error, transactionID: transactionID, result: result)
         } catch {
