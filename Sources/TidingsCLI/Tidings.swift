@@ -6,7 +6,7 @@ struct Tidings: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tidings",
         abstract: "A Server-Sent Events notification gateway.",
-        discussion: "Every flag can also be set with an environment variable TIDINGS_<FLAG_IN_CAPS> (for example TIDINGS_JWT_SECRET).",
+        discussion: "Every flag can also be set with an environment variable TIDINGS_<FLAG_IN_CAPS> (for example TIDINGS_JWT_SECRET); `serve` also reads a JSON file given by --config (flag > environment > file).",
         subcommands: [Serve.self, Migrate.self, Token.self, Publish.self, Tail.self, Bench.self]
     )
 
