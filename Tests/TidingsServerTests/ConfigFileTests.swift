@@ -52,6 +52,17 @@ struct ConfigFileTests {
         #expect(lines["publish-key"]?.value == "[********]")
         #expect(lines["database-url"]?.value == "postgresql://app:********@db.internal/tidings")
         for secret in [Self.secret, "file-publish-key-0001", "hunter2"] { #expect(!run.output.contains(secret)) }
+
+        // --config itself from the environment; a conninfo password masked too.
+        let fromEnvironment = try await CLITests.run(
+            ["serve", "--database-url", "host=db user=app password=hunter3 dbname=tidings", "--print-config"],
+            environment: ["TIDINGS_CONFIG": config])
+        #expect(fromEnvironment.status == 0, "\(fromEnvironment.error)")
+        let environmentLines = Self.printed(fromEnvironment.output)
+        #expect(environmentLines["config"]?.source == "environment")
+        #expect(environmentLines["port"]?.value == "9001" && environmentLines["port"]?.source == "config file")
+        #expect(environmentLines["database-url"]?.value == "host=db user=app password=******** dbname=tidings")
+        #expect(!fromEnvironment.output.contains("hunter3"))
     }
 
     @Test func everyOptionIsPrintedWithoutBeingListed() async throws {
