@@ -29,7 +29,8 @@ struct Tidings: AsyncParsableCommand {
         do {
             layers = try await ConfigLayers.resolve(arguments, for: Serve.self, environment: environment)
         } catch {
-            exit(withError: ValidationError(error.description))
+            FileHandle.standardError.write(Data("Error: \(error.description)\n".utf8))
+            exit(withError: ExitCode(ExitCodes.usage))
         }
         guard layers.arguments.contains("--print-config") else {
             await main(layers.arguments)
