@@ -2,7 +2,7 @@
 # Installs what building and testing Tidings needs and the machine lacks: libpq's headers and
 # pkg-config file (the CLibPQ system library), and the PostgreSQL 15 server for `make run` and
 # the database tests; with --browser also what the browser suite needs (Chromium, its driver, a
-# Python venv); with --deploy what the proxy test needs (nginx, openssl, a Python venv). Debian
+# Python venv); with --deploy what the deploy tests need (nginx, openssl, systemd-analyze, a Python venv). Debian
 # packages only; does nothing when everything is there.
 set -euo pipefail
 
@@ -16,6 +16,7 @@ fi
 if [ "${1:-}" = "--deploy" ]; then
     [ -x /usr/sbin/nginx ] || need+=(nginx)
     command -v openssl >/dev/null 2>&1 || need+=(openssl)
+    command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
     python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
     command -v python3 >/dev/null 2>&1 || need+=(python3)
 fi
