@@ -11,27 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-scripts/install-deps.sh --browser
-
-VENV=.build/browser-venv
-if [ ! -x "$VENV/bin/python" ] || ! cmp -s Tests/browser/requirements.txt "$VENV/requirements.txt"; then
-    rm -rf "$VENV"
-    python3 -m venv "$VENV"
-    "$VENV/bin/pip" install --quiet --disable-pip-version-check -r Tests/browser/requirements.txt
-    cp Tests/browser/requirements.txt "$VENV/requirements.txt"
-fi
-
-if [ -z "${TIDINGS_TEST_DATABASE_URL:-}" ]; then
-    PG_DIR="$(mktemp -d /tmp/tidings-browser-pg.XXXXXX)"
-    PG_PORT="${TIDINGS_BROWSER_PG_PORT:-55479}"
-    trap 'scripts/pg-cluster.sh stop "$PG_DIR" >/dev/null 2>&1 || true; rm -rf "$PG_DIR"' EXIT
-    PG_CLUSTER_OPTIONS="-c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
-        scripts/pg-cluster.sh start "$PG_DIR" "$PG_PORT" >/dev/null
-    export TIDINGS_TEST_DATABASE_URL="$(scripts/pg-cluster.sh url "$PG_DIR" "$PG_PORT")"
-fi
-
-export TIDINGS_BIN="${TIDINGS_BIN:-$(swift build --show-bin-path)/tidings}"
 export TIDINGS_BROWSER_OUT="${TIDINGS_BROWSER_OUT:-$(pwd)/.build/browser-tests}"
 rm -rf "$TIDINGS_BROWSER_OUT"
 mkdir -p "$TIDINGS_BROWSER_OUT"
-exec "$VENV/bin/python" -m pytest Tests/browser -p no:cacheprovider "$@"
+exec scripts/python-suite.sh browser "${TIDINGS_BROWSER_PG_PORT:-55479}" "$@"

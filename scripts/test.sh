@@ -32,4 +32,9 @@ grep -E "Test run with|Executed [0-9]+ tests" "$LOG" | tail -n 3
 browser_status=0
 scripts/browser-tests.sh -q || browser_status=$?
 [ "$status" -ne 0 ] || status=$browser_status
+
+# TLS and HTTP/2 at nginx in front of two instances (deploy/nginx.conf), same cluster.
+deploy_status=0
+scripts/deploy-tests.sh -q || deploy_status=$?
+[ "$status" -ne 0 ] || status=$deploy_status
 exit "$status"

@@ -410,7 +410,7 @@ public struct BenchRunner: Sendable {
     }
 
     /// Raises the soft open-files limit to the hard one; returns the limit now in force.
-    static func raiseFileLimit() -> Int {
+    public static func raiseFileLimit() -> Int {
         var limit = rlimit()
         #if os(Linux)
         let resource = __rlimit_resource_t(RLIMIT_NOFILE.rawValue)

@@ -36,6 +36,13 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "PostgreSQL mode: poll interval.") var pollInterval = DurationArgument(.milliseconds(100))
     @Option(help: "PostgreSQL mode: how long delivery waits for an older open transaction.")
     var orderWait = DurationArgument(.seconds(10))
+    @Option(help: "JSON file of settings keyed by long flag name (flags and TIDINGS_* win over it).")
+    var config: String?
+    @Flag(help: "Print the effective configuration (secrets masked, with each value's source) and exit.")
+    var printConfig = false
+    @Option(help: "File holding the HS256 secret (instead of --jwt-secret).") var jwtSecretFile: String?
+    @Option(help: "File of static publish keys, one a line (repeatable; adds to --publish-key).")
+    var publishKeyFile: [String] = []
 
     func validate() throws {
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical") }
@@ -53,12 +60,12 @@ struct Serve: AsyncParsableCommand {
         configuration.host = host
         configuration.port = port
         configuration.databaseURL = databaseUrl
-        configuration.jwtSecret = jwtSecret
+        configuration.jwtSecret = try SecretFile.choose(jwtSecret, file: jwtSecretFile, flag: "--jwt-secret")
         configuration.jwtPublicKeyPEM = try jwtPublicKey.map { try Self.read($0, flag: "--jwt-public-key") }
         configuration.jwksJSON = try jwks.map { try Self.read($0, flag: "--jwks") }
         configuration.jwtIssuer = jwtIssuer
         configuration.jwtAudience = jwtAudience
-        configuration.publishKeys = publishKey
+        configuration.publishKeys = try publishKey + publishKeyFile.flatMap { try SecretFile.lines($0, flag: "--publish-key-file") }
         configuration.keepAlive = keepalive.duration
         configuration.retry = retry.duration
         configuration.retention = retention.duration
@@ -96,6 +103,7 @@ struct Serve: AsyncParsableCommand {
         var logger = Logger(label: "tidings")
         logger.logLevel = level
         let configuration = try makeConfiguration()
+        DescriptorLimit.check(maxConnections: configuration.maxConnections, logger: logger)
         let app: TidingsApplication
         do {
             app = try await buildApplication(configuration: configuration, logger: logger)

@@ -19,15 +19,19 @@ struct CLITests {
         var error: String
     }
 
-    /// Runs the binary to completion (or kills it after `timeout`).
-    static func run(_ arguments: [String], environment: [String: String] = [:], timeout: TimeInterval = 30) async throws -> Run {
-        var binary = Self.binary
-        if !FileManager.default.fileExists(atPath: binary.path) {
-            // Swift Testing may run from a .xctest bundle directory.
-            binary = binary.deletingLastPathComponent().appendingPathComponent("tidings")
-        }
+    /// The binary, also when Swift Testing runs from a .xctest bundle directory.
+    static var executable: URL {
+        let binary = Self.binary
+        if FileManager.default.fileExists(atPath: binary.path) { return binary }
+        return binary.deletingLastPathComponent().appendingPathComponent("tidings")
+    }
+
+    /// Runs the binary (or `executable`) to completion (or kills it after `timeout`).
+    static func run(
+        _ arguments: [String], environment: [String: String] = [:], executable: URL? = nil, timeout: TimeInterval = 30
+    ) async throws -> Run {
         let process = Process()
-        process.executableURL = binary
+        process.executableURL = executable ?? Self.executable
         process.arguments = arguments
         var env = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("TIDINGS_") }
         env.merge(environment) { _, new in new }
