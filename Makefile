@@ -5,7 +5,7 @@ SHELL := /bin/bash
 PG_DIR ?= $(CURDIR)/.data/postgres
 PG_PORT ?= 55432
 
-.PHONY: help deps build run test test-browser bench fmt clean db-start db-stop
+.PHONY: help deps build run test test-browser fuzz-api bench fmt clean db-start db-stop
 
 help: ## Show every target with its description
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -24,6 +24,9 @@ test: deps ## Run every test suite, the headless-Chromium one included (starts a
 
 test-browser: build ## Only the real-browser suite (Chromium + Selenium); screenshots in .build/browser-tests/
 	@scripts/browser-tests.sh
+
+fuzz-api: build ## Lint openapi/tidings.yaml and fuzz a live gateway with schemathesis (SCHEMATHESIS_SECONDS, default 60)
+	@scripts/api-tests.sh
 
 bench: deps ## Benchmarks: micro-benchmarks with thresholds, load scenarios vs a C floor; report in Benchmarks/results/
 	@scripts/bench.sh $(BENCH_ARGS)

@@ -14,12 +14,8 @@ cd "$(dirname "$0")/.."
 scripts/install-deps.sh --browser
 
 VENV=.build/browser-venv
-if [ ! -x "$VENV/bin/python" ] || ! cmp -s Tests/browser/requirements.txt "$VENV/requirements.txt"; then
-    rm -rf "$VENV"
-    python3 -m venv "$VENV"
-    "$VENV/bin/pip" install --quiet --disable-pip-version-check -r Tests/browser/requirements.txt
-    cp Tests/browser/requirements.txt "$VENV/requirements.txt"
-fi
+source scripts/python-venv.sh
+python_venv "$VENV" Tests/browser/requirements.txt
 
 if [ -z "${TIDINGS_TEST_DATABASE_URL:-}" ]; then
     PG_DIR="$(mktemp -d /tmp/tidings-browser-pg.XXXXXX)"
