@@ -22,12 +22,13 @@ PYTHON="$VENV/bin/python"
 SPEC=openapi/tidings.yaml
 
 "$VENV/bin/openapi-spec-validator" "$SPEC"
+status=0
 if [ $# -gt 0 ]; then
-    "$PYTHON" Tests/openapi/check_exchanges.py "$SPEC" "$1"
+    "$PYTHON" Tests/openapi/check_exchanges.py "$SPEC" "$1" || status=1
 fi
 
 SECONDS_BUDGET="${SCHEMATHESIS_SECONDS:-60}"
-[ "$SECONDS_BUDGET" -gt 0 ] || exit 0
+[ "$SECONDS_BUDGET" -gt 0 ] || exit "$status"
 
 BIN="${TIDINGS_BIN:-$(swift build --show-bin-path)/tidings}"
 OUT="${TIDINGS_FUZZ_OUT:-$(pwd)/.build/api-fuzz}"
@@ -51,7 +52,7 @@ done
 # The binary carries the document: the YAML byte for byte, the JSON with the same content.
 curl -fsS "$URL/openapi.yaml" -o "$OUT/openapi.yaml"
 curl -fsS "$URL/openapi.json" -o "$OUT/openapi.json"
-cmp "$SPEC" "$OUT/openapi.yaml" || { echo "openapi: GET /openapi.yaml is not $SPEC (rebuild?)"; exit 1; }
+cmp -s "$SPEC" "$OUT/openapi.yaml" || { echo "openapi: GET /openapi.yaml is not $SPEC (rebuild?)"; exit 1; }
 "$PYTHON" - "$OUT/openapi.yaml" "$OUT/openapi.json" <<'EOF'
 import json, sys, yaml
 served_yaml = yaml.safe_load(open(sys.argv[1], encoding="utf-8"))
@@ -64,7 +65,6 @@ EOF
 ROOT="$(pwd)"
 # GET /events and GET /poll are not fuzzed: a valid request is a stream, or a poll that waits up
 # to 60 s; the Swift tests' answers cover them (step 2).
-status=0
 cd "$OUT"
 TIDINGS_FUZZ_URL="$URL" TIDINGS_FUZZ_PUBLISH_KEY="$KEY" \
 TIDINGS_FUZZ_TOKEN="$("$BIN" token --secret "$SECRET" --sub fuzz --topics '*')" \

@@ -101,7 +101,7 @@ struct PollTests {
         }
     }
 
-    /// Found by the API fuzzing: a `timeout` too large for a `Duration` in milliseconds
+    /// Found while describing `timeout` for the API description: a value too large for a `Duration` in milliseconds
     /// (`1e300s`) trapped converting it and took the gateway down.
     @Test func aTimeoutBeyondAnyClockIsRefusedAndTheGatewayLivesOn() async throws {
         try await TestServer.run { server in

@@ -11,11 +11,13 @@ the test that received it. The document itself is linted first.
 
 import collections
 import json
+import re
 import sys
 
 import yaml
 from openapi_core import Config, OpenAPI
 from openapi_core.contrib.werkzeug import WerkzeugOpenAPIRequest, WerkzeugOpenAPIResponse
+from openapi_core.templating.paths.exceptions import OperationNotFound, PathNotFound
 from openapi_core.validation.response.exceptions import MissingData
 from openapi_spec_validator import validate as lint
 from werkzeug.test import EnvironBuilder
@@ -23,6 +25,48 @@ from werkzeug.wrappers import Response
 
 # The document's server: the recorded request is rebased on it (the tests use random ports).
 BASE_URL = "http://127.0.0.1:8080"
+METHODS = ("get", "head", "post", "put", "patch", "delete", "options", "trace")
+
+
+def text(body):
+    return body.decode("utf-8")
+
+
+# Bodies openapi-core does not decode by itself: JSON problems (RFC 9457) and text files.
+DESERIALIZERS = {
+    "application/problem+json": json.loads,
+    "application/yaml": text,
+    "text/css": text,
+    "text/javascript": text,
+    "text/event-stream": text,
+}
+
+
+def unmatched_errors(spec, problem_schema, exchange, path, error):
+    """The document's rule for a request no operation serves (see its `info.description`): a path
+    no endpoint serves is answered 404, a method a path does not list 405 with `Allow` naming the
+    methods it does list (preflights aside: they are the CORS middleware's); both are problems."""
+    import jsonschema
+
+    status = exchange["status"]
+    headers = {name.lower(): value for name, value in exchange["headers"]}
+    if isinstance(error, PathNotFound):
+        expected_status = 404
+    else:
+        expected_status = 405
+        template = next((t for t in spec["paths"] if re.fullmatch(re.sub(r"\\{[^/]+\\}", "[^/]+", re.escape(t)), path)), None)
+        listed = sorted(m.upper() for m in spec["paths"].get(template, {}) if m in METHODS and m != "options")
+        if headers.get("allow") != ", ".join(listed):
+            return [f"405 must carry Allow: {', '.join(listed)}, not {headers.get('allow')!r}"]
+    if status != expected_status:
+        return [f"{type(error).__name__}: {error} (answered {status}, the document's rule says {expected_status})"]
+    if headers.get("content-type") != "application/problem+json":
+        return [f"a {status} must be application/problem+json, not {headers.get('content-type')!r}"]
+    try:
+        jsonschema.validate(json.loads(exchange.get("body") or "null"), problem_schema)
+    except (ValueError, jsonschema.ValidationError) as invalid:
+        return [f"the {status} body is not a Problem: {invalid}"]
+    return []
 
 
 def main(spec_path, exchanges_path):
@@ -30,7 +74,9 @@ def main(spec_path, exchanges_path):
         spec = yaml.safe_load(file)
     lint(spec)
     # RFC 9457 problems are JSON too.
-    api = OpenAPI.from_dict(spec, config=Config(extra_media_type_deserializers={"application/problem+json": json.loads}))
+    api = OpenAPI.from_dict(spec, config=Config(extra_media_type_deserializers=DESERIALIZERS))
+    problem_schema = dict(spec["components"]["schemas"]["Problem"])
+    problem_schema["properties"] = dict(problem_schema["properties"], errors={"type": "array"})
 
     with open(exchanges_path, encoding="utf-8") as file:
         exchanges = [json.loads(line) for line in file if line.strip()]
@@ -44,7 +90,8 @@ def main(spec_path, exchanges_path):
         path, _, query = exchange["target"].partition("?")
         request = EnvironBuilder(
             method=exchange["method"],
-            path=path,
+            # werkzeug decodes the path: keep an encoded slash inside its segment, as the server does.
+            path=re.sub("%2[Ff]", "%252F", path),
             query_string=query,
             base_url=BASE_URL,
             headers=[tuple(header) for header in exchange["requestHeaders"]],
@@ -66,17 +113,22 @@ def main(spec_path, exchanges_path):
         key = f'{exchange["method"]} {path} {exchange["status"]}'
         seen[key] += 1
         errors = list(api.iter_response_errors(WerkzeugOpenAPIRequest(request), WerkzeugOpenAPIResponse(response)))
+        if len(errors) == 1 and isinstance(errors[0], (PathNotFound, OperationNotFound)):
+            errors = unmatched_errors(spec, problem_schema, exchange, path, errors[0])
         if body is None:
             # A stream's body (and an upgrade's) is not recorded: its status and headers are checked.
             errors = [error for error in errors if not isinstance(error, MissingData)]
         if errors:
             causes = []
             for error in errors:
+                if isinstance(error, str):
+                    causes.append(error)
+                    continue
                 cause = error
                 while cause is not None:
-                    causes.append(f"{type(cause).__name__}: {cause}")
+                    causes.append(f"{type(cause).__name__}: {str(cause)[:300]}")
                     for sub in getattr(cause, "schema_errors", None) or []:
-                        causes.append(f"  at {list(sub.absolute_path)}: {sub.message}")
+                        causes.append(f"  at {list(sub.absolute_path)}: {sub.message[:300]}")
                     cause = cause.__cause__
             failures.append((exchange, key, causes))
 
