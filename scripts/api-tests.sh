@@ -43,15 +43,16 @@ URL="http://127.0.0.1:$PORT"
     >"$OUT/gateway.log" 2>&1 &
 GATEWAY=$!
 trap 'kill "$GATEWAY" 2>/dev/null || true; wait "$GATEWAY" 2>/dev/null || true' EXIT
+fetch() { "$PYTHON" -c 'import sys, urllib.request; sys.stdout.buffer.write(urllib.request.urlopen(sys.argv[1], timeout=10).read())' "$1"; }
 for _ in $(seq 1 100); do
-    curl -fsS "$URL/healthz" >/dev/null 2>&1 && break
+    fetch "$URL/healthz" >/dev/null 2>&1 && break
     kill -0 "$GATEWAY" 2>/dev/null || { cat "$OUT/gateway.log"; exit 1; }
     sleep 0.1
 done
 
 # The binary carries the document: the YAML byte for byte, the JSON with the same content.
-curl -fsS "$URL/openapi.yaml" -o "$OUT/openapi.yaml"
-curl -fsS "$URL/openapi.json" -o "$OUT/openapi.json"
+fetch "$URL/openapi.yaml" >"$OUT/openapi.yaml"
+fetch "$URL/openapi.json" >"$OUT/openapi.json"
 cmp -s "$SPEC" "$OUT/openapi.yaml" || { echo "openapi: GET /openapi.yaml is not $SPEC (rebuild?)"; exit 1; }
 "$PYTHON" - "$OUT/openapi.yaml" "$OUT/openapi.json" <<'EOF'
 import json, sys, yaml
