@@ -14,6 +14,7 @@ import json
 import re
 import sys
 
+import jsonschema
 import yaml
 from openapi_core import Config, OpenAPI
 from openapi_core.contrib.werkzeug import WerkzeugOpenAPIRequest, WerkzeugOpenAPIResponse
@@ -42,12 +43,36 @@ DESERIALIZERS = {
 }
 
 
-def unmatched_errors(spec, problem_schema, exchange, path, error):
+def schema(spec, name):
+    """The document's component schema `name`, its references resolving within the document."""
+    return {"$ref": f"#/components/schemas/{name}", "components": spec["components"]}
+
+
+def message_errors(spec, record):
+    """A message a stream carried: a WebSocket frame is a `WebSocketServerMessage`; the data of a
+    `tidings.reset` event (SSE or WebSocket) is a `ResetData`."""
+    try:
+        message = json.loads(record["message"])
+    except ValueError as error:
+        return [f"not JSON: {error}"]
+    checks = []
+    if record["transport"] == "ws":
+        checks.append(("WebSocketServerMessage", message))
+        if message.get("type") == "event" and message.get("event") == "tidings.reset":
+            checks.append(("ResetData", message.get("data")))
+    else:
+        checks.append(("ResetData", message))
+    errors = []
+    for name, value in checks:
+        for error in jsonschema.Draft202012Validator(schema(spec, name)).iter_errors(value):
+            errors.append(f"not a {name}: {error.message[:300]} at {list(error.absolute_path)}")
+    return errors
+
+
+def unmatched_errors(spec, exchange, path, error):
     """The document's rule for a request no operation serves (see its `info.description`): a path
     no endpoint serves is answered 404, a method a path does not list 405 with `Allow` naming the
     methods it does list (preflights aside: they are the CORS middleware's); both are problems."""
-    import jsonschema
-
     status = exchange["status"]
     headers = {name.lower(): value for name, value in exchange["headers"]}
     if isinstance(error, PathNotFound):
@@ -63,10 +88,10 @@ def unmatched_errors(spec, problem_schema, exchange, path, error):
     if headers.get("content-type") != "application/problem+json":
         return [f"a {status} must be application/problem+json, not {headers.get('content-type')!r}"]
     try:
-        jsonschema.validate(json.loads(exchange.get("body") or "null"), problem_schema)
-    except (ValueError, jsonschema.ValidationError) as invalid:
-        return [f"the {status} body is not a Problem: {invalid}"]
-    return []
+        body = json.loads(exchange.get("body") or "null")
+    except ValueError as invalid:
+        return [f"the {status} body is not JSON: {invalid}"]
+    return [f"the {status} body is not a Problem: {e.message}" for e in jsonschema.Draft202012Validator(schema(spec, "Problem")).iter_errors(body)]
 
 
 def main(spec_path, exchanges_path):
@@ -75,8 +100,6 @@ def main(spec_path, exchanges_path):
     lint(spec)
     # RFC 9457 problems are JSON too.
     api = OpenAPI.from_dict(spec, config=Config(extra_media_type_deserializers=DESERIALIZERS))
-    problem_schema = dict(spec["components"]["schemas"]["Problem"])
-    problem_schema["properties"] = dict(problem_schema["properties"], errors={"type": "array"})
 
     with open(exchanges_path, encoding="utf-8") as file:
         exchanges = [json.loads(line) for line in file if line.strip()]
@@ -86,6 +109,17 @@ def main(spec_path, exchanges_path):
 
     failures = []
     seen = collections.Counter()
+    messages = [record for record in exchanges if record.get("kind") == "message"]
+    exchanges = [record for record in exchanges if record.get("kind") != "message"]
+    message_failures = 0
+    for record in messages:
+        errors = message_errors(spec, record)
+        if errors:
+            message_failures += 1
+            print(f"openapi: a {record['transport']} message (test {record['test']}): {record['message'][:300]}")
+            for error in errors:
+                print(f"    {error}")
+
     for exchange in exchanges:
         path, _, query = exchange["target"].partition("?")
         request = EnvironBuilder(
@@ -113,8 +147,14 @@ def main(spec_path, exchanges_path):
         key = f'{exchange["method"]} {path} {exchange["status"]}'
         seen[key] += 1
         errors = list(api.iter_response_errors(WerkzeugOpenAPIRequest(request), WerkzeugOpenAPIResponse(response)))
+        if not errors and path == "/poll" and exchange["status"] == 200:
+            # A poll's tidings.reset carries a ResetData, like the stream's.
+            for event in json.loads(body)["events"]:
+                if event["event"] == "tidings.reset":
+                    validator = jsonschema.Draft202012Validator(schema(spec, "ResetData"))
+                    errors += [f"a poll's tidings.reset data is not a ResetData: {e.message}" for e in validator.iter_errors(event["data"])]
         if len(errors) == 1 and isinstance(errors[0], (PathNotFound, OperationNotFound)):
-            errors = unmatched_errors(spec, problem_schema, exchange, path, errors[0])
+            errors = unmatched_errors(spec, exchange, path, errors[0])
         if body is None:
             # A stream's body (and an upgrade's) is not recorded: its status and headers are checked.
             errors = [error for error in errors if not isinstance(error, MissingData)]
@@ -140,10 +180,14 @@ def main(spec_path, exchanges_path):
         if "body" in exchange:
             print(f"    body: {exchange['body'][:300]}")
     print(
+        f"openapi: {len(messages)} stream messages checked against {spec_path}: "
+        f"{len(messages) - message_failures} passed, {message_failures} failed"
+    )
+    print(
         f"openapi: {len(exchanges)} answers of {len(seen)} kinds checked against {spec_path}: "
         f"{len(exchanges) - len(failures)} passed, {len(failures)} failed"
     )
-    return 1 if failures else 0
+    return 1 if failures or message_failures else 0
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ import Testing
 ///
 /// Off unless `TIDINGS_TEST_EXCHANGES` names a file; each exchange is appended to it as one JSON
 /// line: `test`, `method`, `target` (path and query), `requestHeaders`, `status`, `headers` and
-/// `body` (absent for a stream's body and for bytes that are not text).
+/// `body` (absent for a stream's body and for bytes that are not text); and the messages streams
+/// carried (`kind: message`).
 enum ExchangeRecorder {
     private static let file: Mutex<FileHandle?> = Mutex(
         ProcessInfo.processInfo.environment["TIDINGS_TEST_EXCHANGES"].flatMap { path in
@@ -36,7 +37,18 @@ enum ExchangeRecorder {
             "headers": headers.map { [$0.name, $0.value] },
         ]
         if let body { exchange["body"] = body }
-        guard var line = try? JSONSerialization.data(withJSONObject: exchange, options: [.sortedKeys, .withoutEscapingSlashes]) else {
+        write(exchange)
+    }
+
+    /// A message a stream carried, checked against the document's schemas: each WebSocket frame
+    /// (`WebSocketServerMessage`) and each SSE `tidings.reset` event's data (`ResetData`).
+    static func recordMessage(transport: String, _ json: String) {
+        guard isOn else { return }
+        write(["test": Test.current.map { "\($0.id)" } ?? "unknown", "kind": "message", "transport": transport, "message": json])
+    }
+
+    private static func write(_ object: [String: Any]) {
+        guard var line = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes]) else {
             return
         }
         line.append(UInt8(ascii: "\n"))

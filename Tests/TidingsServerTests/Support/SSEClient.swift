@@ -64,6 +64,9 @@ final class SSEClient: Sendable {
                         try await Task.sleep(for: .milliseconds(5))
                     }
                     let messages = parser.feed(chunk.readableBytesView)
+                    for case .event(let event) in messages where event.type == "tidings.reset" {
+                        ExchangeRecorder.recordMessage(transport: "sse", event.data)
+                    }
                     client.state.withLock { state in
                         state.raw.append(contentsOf: chunk.readableBytesView)
                         state.messages.append(contentsOf: messages)

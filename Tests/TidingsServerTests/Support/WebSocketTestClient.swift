@@ -66,6 +66,7 @@ final class WebSocketTestClient: Sendable {
                             guard case .text(let text) = message,
                                   let json = try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any]
                             else { continue }
+                            ExchangeRecorder.recordMessage(transport: "ws", text)
                             client.state.withLock { $0.messages.append(Message(json: json)) }
                         }
                         group.cancelAll()
