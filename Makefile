@@ -19,7 +19,7 @@ build: deps ## Build the tidings binary (debug)
 run: build ## Start the gateway on 127.0.0.1:8080 and print tokens, curl and psql examples
 	@scripts/run-dev.sh
 
-test: deps ## Run every test suite, the headless-Chromium one included (starts and removes a throwaway PostgreSQL)
+test: deps ## Run every test suite, the API description checks and fuzzing, the headless-Chromium suite (starts and removes a throwaway PostgreSQL)
 	@scripts/test.sh
 
 test-browser: build ## Only the real-browser suite (Chromium + Selenium); screenshots in .build/browser-tests/
