@@ -5,7 +5,7 @@ SHELL := /bin/bash
 PG_DIR ?= $(CURDIR)/.data/postgres
 PG_PORT ?= 55432
 
-.PHONY: help deps build run test test-browser test-deploy bench fmt clean db-start db-stop
+.PHONY: help deps build run test test-browser test-deploy fuzz-api bench fmt clean db-start db-stop
 
 help: ## Show every target with its description
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -19,7 +19,7 @@ build: deps ## Build the tidings binary (debug)
 run: build ## Start the gateway on 127.0.0.1:8080 and print tokens, curl and psql examples
 	@scripts/run-dev.sh
 
-test: deps ## Run every test suite, the headless-Chromium one included (starts and removes a throwaway PostgreSQL)
+test: deps ## Run every test suite, the API description checks and fuzzing, the headless-Chromium suite (starts and removes a throwaway PostgreSQL)
 	@scripts/test.sh
 
 test-browser: build ## Only the real-browser suite (Chromium + Selenium); screenshots in .build/browser-tests/
@@ -27,6 +27,9 @@ test-browser: build ## Only the real-browser suite (Chromium + Selenium); screen
 
 test-deploy: build ## Only the proxy suite: nginx (deploy/nginx.conf, TLS, HTTP/2) before two instances
 	@scripts/deploy-tests.sh
+
+fuzz-api: build ## Lint openapi/tidings.yaml and fuzz a live gateway with schemathesis (SCHEMATHESIS_SECONDS, default 60)
+	@scripts/api-tests.sh
 
 bench: deps ## Benchmarks: micro-benchmarks with thresholds, load scenarios vs a C floor; report in Benchmarks/results/
 	@scripts/bench.sh $(BENCH_ARGS)

@@ -15,12 +15,8 @@ shift 2
 scripts/install-deps.sh "--$SUITE"
 
 VENV=".build/$SUITE-venv"
-if [ ! -x "$VENV/bin/python" ] || ! cmp -s "Tests/$SUITE/requirements.txt" "$VENV/requirements.txt"; then
-    rm -rf "$VENV"
-    python3 -m venv "$VENV"
-    "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "Tests/$SUITE/requirements.txt"
-    cp "Tests/$SUITE/requirements.txt" "$VENV/requirements.txt"
-fi
+source scripts/python-venv.sh
+python_venv "$VENV" "Tests/$SUITE/requirements.txt"
 
 if [ -z "${TIDINGS_TEST_DATABASE_URL:-}" ]; then
     PG_DIR="$(mktemp -d "/tmp/tidings-$SUITE-pg.XXXXXX")"

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# `make test`: every test suite, with a throwaway PostgreSQL cluster that is stopped and removed
+# `make test`: every test suite, the API description's checks (scripts/api-tests.sh) and the
+# browser suite, with a throwaway PostgreSQL cluster that is stopped and removed
 # afterwards whatever the result.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +21,9 @@ export TIDINGS_TEST_PG_PORT_BASE=$((PG_PORT + 1))
 
 swift build --build-tests
 LOG="${TIDINGS_TEST_LOG_FILE:-/tmp/tidings-test.log}"
+# Every answer the tests' HTTP clients receive, checked against openapi/tidings.yaml below.
+export TIDINGS_TEST_EXCHANGES="$(pwd)/.build/test-exchanges.jsonl"
+rm -f "$TIDINGS_TEST_EXCHANGES"
 status=0
 swift test --skip-build "$@" >"$LOG" 2>&1 || status=$?
 if [ "$status" -ne 0 ]; then
@@ -27,6 +31,12 @@ if [ "$status" -ne 0 ]; then
     grep -E -B2 -A8 "✘|error:|Expectation failed|Fatal error|Test Case .* failed" "$LOG" | head -n 400 || tail -n 100 "$LOG"
 fi
 grep -E "Test run with|Executed [0-9]+ tests" "$LOG" | tail -n 3
+
+# The API description: linted, every recorded answer checked against it, and a bounded
+# schemathesis run (SCHEMATHESIS_SECONDS, default 60) against a live memory-mode gateway.
+api_status=0
+scripts/api-tests.sh "$TIDINGS_TEST_EXCHANGES" || api_status=$?
+[ "$status" -ne 0 ] || status=$api_status
 
 # The real-browser suite, against the same cluster (each test makes its own database).
 browser_status=0

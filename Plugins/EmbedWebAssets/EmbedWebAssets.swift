@@ -1,9 +1,10 @@
 import Foundation
 import PackagePlugin
 
-/// Compiles the browser files the gateway serves into the target: `clients/js/*.js` (the
-/// `tidings.js` client) and `web/*` (the dashboard, the demo page, the icon). The binary then
-/// serves them from any directory, with no file to find at run time.
+/// Compiles the files the gateway serves into the target: `clients/js/*.js` (the `tidings.js`
+/// client), `web/*` (the dashboard, the demo page, the icon) and `openapi/*.yaml` (the API
+/// description, which the tool also converts to JSON). The binary then serves them from any
+/// directory, with no file to find at run time.
 ///
 /// The generated file declares `EmbeddedWebAssets.files: [String: String]`, each file's name
 /// mapped to its bytes in base64.
@@ -14,6 +15,7 @@ struct EmbedWebAssets: BuildToolPlugin {
         let directories = [
             root.appending(path: "clients/js", directoryHint: .isDirectory),
             root.appending(path: "web", directoryHint: .isDirectory),
+            root.appending(path: "openapi", directoryHint: .isDirectory),
         ]
         var files: [URL] = []
         for directory in directories {

@@ -88,5 +88,7 @@ public func buildRouter(gateway: Gateway) -> Router<TidingsRequestContext> {
     PresenceController(gateway: gateway).addRoutes(to: router)
     OperationsController(gateway: gateway).addRoutes(to: router)
     WebController().addRoutes(to: router)
+    // Last: it wraps only the answer for requests no route above serves.
+    router.middlewares.add(UnmatchedRouteMiddleware(routes: router.routes))
     return router
 }

@@ -97,6 +97,17 @@ struct PublishRequestTests {
         #expect(errors.map(\.pointer) == ["/1/event", "/1/users/1", "/1/idempotency_key"])
     }
 
+    /// An idempotency key's 1–128 characters are Unicode code points, as the API description's
+    /// `maxLength` counts them: counted as grapheme clusters, one letter with 1,000 combining
+    /// accents passed as a single character, and a key's bytes had no bound but the body's.
+    @Test func idempotencyKeyLengthCountsCodePoints() throws {
+        let accents = String(repeating: "\u{301}", count: 1_000)
+        #expect(invalid(#"{"event":"e","data":1,"user":"1","idempotency_key":"e\#(accents)"}"#).map(\.pointer) == ["/idempotency_key"])
+        let longest = String(repeating: "\u{e9}", count: 128)  // é: 128 code points, 256 bytes
+        #expect(try decode(#"{"event":"e","data":1,"user":"1","idempotency_key":"\#(longest)"}"#).events[0].idempotencyKey == longest)
+        #expect(invalid(#"{"event":"e","data":1,"user":"1","idempotency_key":"\#(longest)a"}"#).map(\.pointer) == ["/idempotency_key"])
+    }
+
     @Test func wrongTypesAndUnknownFields() {
         let errors = invalid(#"{"event":1,"data":null,"user":["x"],"topics":"t","extra":true}"#)
         #expect(errors.map(\.pointer) == ["/event", "/user", "/topics", "/extra"])

@@ -115,6 +115,22 @@ struct PresenceTests {
             expectProblem(try await get("/presence/topics/a%22b", TestServer.publishKey), 400)
         }
     }
+
+    /// Found by the API fuzzing: a name sent percent-encoded (`%40` for `@`, as URL builders
+    /// write it) was taken as it came and refused with 400.
+    @Test func aPercentEncodedNameIsTheNameItEncodes() async throws {
+        try await TestServer.run { server in
+            let auth = [("Authorization", "Bearer \(TestServer.publishKey)")]
+            let user = try await server.request(.GET, "/presence/users/alice%40example.com", headers: auth)
+            #expect(user.status == 200, "\(user.body)")
+            #expect(user.body == #"{"user":"alice@example.com","connections":0}"#)
+            let topic = try await server.request(.GET, "/presence/topics/news%3Aeu", headers: auth)
+            #expect(topic.body == #"{"topic":"news:eu","connections":0,"users":0}"#)
+            // What an encoding hides is checked like any name.
+            #expect(try await server.request(.GET, "/presence/users/a%2Fb", headers: auth).status == 400)
+            #expect(try await server.request(.GET, "/presence/users/a%zz", headers: auth).status == 400)
+        }
+    }
 }
 
 /// Presence in PostgreSQL mode: gateways sharing one database report to it and answer the sum.

@@ -176,7 +176,8 @@ public struct PublishRequest: Sendable, Equatable {
                         problems.append(.init(pointer: at, detail: "must be a string, not \(member.value.kindName)"))
                         continue
                     }
-                    let count = text.count
+                    // Code points, as JSON Schema's maxLength counts them (and at most 512 bytes).
+                    let count = text.unicodeScalars.count
                     guard (1...128).contains(count) else {
                         problems.append(.init(pointer: at, detail: "must be 1–128 characters"))
                         continue

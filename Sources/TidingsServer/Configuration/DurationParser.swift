@@ -9,10 +9,17 @@ public enum DurationParser {
             let number = trimmed.dropLast(suffix.count)
             // "ms" ends in "s": only accept "s" when what remains is a number.
             guard let value = Double(number), value >= 0, value.isFinite else { continue }
-            return .milliseconds(Int64((value * scale * 1000).rounded()))
+            return milliseconds(value * scale * 1000)
         }
         guard let value = Double(trimmed), value >= 0, value.isFinite else { return nil }
-        return .milliseconds(Int64((value * 1000).rounded()))
+        return milliseconds(value * 1000)
+    }
+
+    /// `nil` for a number of milliseconds no `Duration` holds (converting it would trap).
+    private static func milliseconds(_ value: Double) -> Duration? {
+        let rounded = value.rounded()
+        guard rounded < Double(Int64.max) else { return nil }
+        return .milliseconds(Int64(rounded))
     }
 }
 

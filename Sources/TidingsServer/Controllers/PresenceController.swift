@@ -1,3 +1,4 @@
+import Foundation
 public import Hummingbird
 import Logging
 import NIOCore
@@ -40,7 +41,8 @@ public struct PresenceController: Sendable {
         _ request: Request, name: String?, kind: String, _ target: (String) -> Target
     ) async throws -> String {
         let publisher = try await gateway.publisher(of: request)
-        guard let name, Target.isValidName(name) else {
+        // The router hands the path segment as sent: `%40` is `@` (an invalid escape is no name).
+        guard let name = name?.removingPercentEncoding, Target.isValidName(name) else {
             throw Problem.badRequest(
                 "the \(kind) \"\((name ?? "").prefix(140))\" is not 1-128 characters of A-Z a-z 0-9 . _ @ : -",
                 type: "invalid-target")

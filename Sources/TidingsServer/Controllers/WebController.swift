@@ -6,7 +6,8 @@ import NIOCore
 
 /// The files for browsers, compiled into the binary (see the EmbedWebAssets plugin):
 /// `GET /` the dashboard, `GET /demo` the demo page, `GET /tidings.js` the browser client,
-/// `GET /site.css` the pages' style and `GET /favicon.ico`. Each answers `HEAD` too, carries a strong `ETag` (a digest of its bytes)
+/// `GET /site.css` the pages' style, `GET /favicon.ico`, and the API description
+/// `GET /openapi.yaml` and `GET /openapi.json` (`openapi/tidings.yaml`). Each answers `HEAD` too, carries a strong `ETag` (a digest of its bytes)
 /// and answers `If-None-Match` with `304`.
 public struct WebController: Sendable {
     public typealias Context = TidingsRequestContext
@@ -42,6 +43,9 @@ public struct WebController: Sendable {
             ("/tidings.js", Asset(name: "tidings.js", contentType: "text/javascript; charset=utf-8", cacheControl: "public, max-age=300", shared: true)),
             ("/site.css", Asset(name: "site.css", contentType: "text/css; charset=utf-8", cacheControl: "no-cache")),
             ("/favicon.ico", Asset(name: "favicon.ico", contentType: "image/x-icon", cacheControl: "public, max-age=86400")),
+            // The API description, for client generators and API tools of any origin.
+            ("/openapi.yaml", Asset(name: "tidings.yaml", contentType: "application/yaml", cacheControl: "no-cache", shared: true)),
+            ("/openapi.json", Asset(name: "tidings.json", contentType: "application/json", cacheControl: "no-cache", shared: true)),
         ]
         return pages.compactMap { path, asset in asset.map { (path, $0) } }
     }()

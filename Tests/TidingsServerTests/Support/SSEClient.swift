@@ -43,10 +43,17 @@ final class SSEClient: Sendable {
         request.headers.add(name: "Accept", value: "text/event-stream")
         for (name, value) in headers { request.headers.add(name: name, value: value) }
         let response = try await HTTPClient.shared.execute(request, timeout: .seconds(120))
+        let sent = request.headers.map { ($0.name, $0.value) }
         guard response.status == .ok else {
             let body = try await response.body.collect(upTo: 1 << 20)
+            ExchangeRecorder.record(
+                method: "GET", target: ExchangeRecorder.target(of: url), requestHeaders: sent, status: Int(response.status.code),
+                headers: response.headers, body: String(buffer: body))
             return SSEClient(status: Int(response.status.code), headers: response.headers, errorBody: String(buffer: body))
         }
+        // The body is the endless stream: only the status and headers are checked.
+        ExchangeRecorder.record(
+            method: "GET", target: ExchangeRecorder.target(of: url), requestHeaders: sent, status: 200, headers: response.headers, body: nil)
         let client = SSEClient(status: 200, headers: response.headers, errorBody: "")
         let task = Task {
             var parser = SSEParser()
@@ -57,6 +64,9 @@ final class SSEClient: Sendable {
                         try await Task.sleep(for: .milliseconds(5))
                     }
                     let messages = parser.feed(chunk.readableBytesView)
+                    for case .event(let event) in messages where event.type == "tidings.reset" {
+                        ExchangeRecorder.recordMessage(transport: "sse", event.data)
+                    }
                     client.state.withLock { state in
                         state.raw.append(contentsOf: chunk.readableBytesView)
                         state.messages.append(contentsOf: messages)

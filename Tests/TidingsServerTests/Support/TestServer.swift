@@ -99,7 +99,12 @@ struct TestServer: Sendable {
         if let bytes { request.body = .bytes(ByteBuffer(bytes: bytes)) }
         let response = try await HTTPClient.shared.execute(request, timeout: .seconds(30))
         let bytes = try await response.body.collect(upTo: 16 << 20)
-        return Reply(status: Int(response.status.code), headers: response.headers, body: String(buffer: bytes))
+        let reply = Reply(status: Int(response.status.code), headers: response.headers, body: String(buffer: bytes))
+        let isText = !(response.headers["Content-Type"].first ?? "").hasPrefix("image/")
+        ExchangeRecorder.record(
+            method: method.rawValue, target: path, requestHeaders: headers, status: reply.status, headers: reply.headers,
+            body: isText ? reply.body : nil)
+        return reply
     }
 
     /// `POST /events` with a JSON body.

@@ -3,6 +3,7 @@ import HTTPTypes
 import HummingbirdWSClient
 import Logging
 import NIOCore
+import NIOHTTP1
 import NIOWebSocket
 import Synchronization
 
@@ -65,6 +66,7 @@ final class WebSocketTestClient: Sendable {
                             guard case .text(let text) = message,
                                   let json = try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any]
                             else { continue }
+                            ExchangeRecorder.recordMessage(transport: "ws", text)
                             client.state.withLock { $0.messages.append(Message(json: json)) }
                         }
                         group.cancelAll()
@@ -79,7 +81,13 @@ final class WebSocketTestClient: Sendable {
         let deadline = ContinuousClock.now + .seconds(10)
         while true {
             let (connected, failure, ended) = client.state.withLock { ($0.connected, $0.failure, $0.ended) }
-            if connected { return client }
+            if connected {
+                // The upgrade's answer: only its status is visible through the WebSocket client.
+                ExchangeRecorder.record(
+                    method: "GET", target: "/ws" + (query.isEmpty ? "" : "?" + query),
+                    requestHeaders: headers.map { ($0.name.rawName, $0.value) }, status: 101, headers: [:], body: nil)
+                return client
+            }
             if let failure { throw failure }
             if ended { throw TestFailure("the WebSocket ended before it was connected") }
             if ContinuousClock.now > deadline { throw TestFailure("no WebSocket upgrade within 10 s") }
