@@ -19,15 +19,17 @@ struct CLITests {
         var error: String
     }
 
+    /// `binary`, or the one beside the .xctest bundle directory Swift Testing may run from.
+    static var executable: URL {
+        let binary = Self.binary
+        guard !FileManager.default.fileExists(atPath: binary.path) else { return binary }
+        return binary.deletingLastPathComponent().appendingPathComponent("tidings")
+    }
+
     /// Runs the binary to completion (or kills it after `timeout`).
     static func run(_ arguments: [String], environment: [String: String] = [:], timeout: TimeInterval = 30) async throws -> Run {
-        var binary = Self.binary
-        if !FileManager.default.fileExists(atPath: binary.path) {
-            // Swift Testing may run from a .xctest bundle directory.
-            binary = binary.deletingLastPathComponent().appendingPathComponent("tidings")
-        }
         let process = Process()
-        process.executableURL = binary
+        process.executableURL = executable
         process.arguments = arguments
         var env = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("TIDINGS_") }
         env.merge(environment) { _, new in new }
