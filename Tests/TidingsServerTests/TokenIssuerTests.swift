@@ -242,7 +242,11 @@ struct TokenIssuerTests {
             let early = try await IssuerKey.hs256.sign(
                 ["sub": "a", "exp": .fromNow(7200), "nbf": .fromNow(3600), "topics": ["news.*"], "publish": true])
             let bearer = [("Authorization", "Bearer \(early)")]
-            for (method, path) in [(HTTPMethod.GET, "/events"), (.GET, "/poll"), (.POST, "/tickets"), (.GET, "/presence/users/a")] {
+            let stream = try await server.subscribe(token: early)
+            #expect(stream.status == 401)
+            #expect(stream.errorBody.contains("not valid yet"), "\(stream.errorBody)")
+            stream.close()
+            for (method, path) in [(HTTPMethod.GET, "/poll"), (.POST, "/tickets"), (.GET, "/presence/users/a")] {
                 let reply = try await server.request(method, path, headers: bearer)
                 #expect(reply.status == 401, "\(method) \(path)")
                 #expect((reply.json["detail"] as? String)?.contains("not valid yet") == true, "\(path): \(reply.body)")
