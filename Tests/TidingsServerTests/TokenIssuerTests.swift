@@ -217,13 +217,18 @@ struct TokenIssuerTests {
             #expect(try await status(["sub": "a", "exp": exp, "nbf": .number(now + 20)]).hasPrefix("200"), "within the leeway")
             #expect(try await status(["sub": "a", "exp": exp, "iat": .number(now + 3600)]) == "401 the token is not valid: it was issued in the future (iat)")
             #expect(try await status(["sub": "a", "exp": exp, "iat": .number(now + 20)]).hasPrefix("200"))
-            #expect(try await status(["sub": "a", "exp": .number(now - 20)]).hasPrefix("200"), "expired within the leeway")
-            #expect(try await status(["sub": "a", "exp": .number(now - 40)]) == "401 the token is not valid: it has expired (exp)")
+            // A publisher's token past exp but within the leeway still publishes; a stream ends
+            // at exp, so the same token opens none.
+            let lateToken = try await IssuerKey.hs256.sign(["sub": "a", "exp": .number(now - 20), "publish": true])
+            #expect(try await server.publish(#"{"user":"a","event":"e","data":1}"#, credential: lateToken).status == 202, "within the leeway")
+            #expect(try await status(["sub": "a", "exp": .number(now - 20)]) == "401 the token is not valid: it has expired (exp)")
+            let tooLate = try await IssuerKey.hs256.sign(["sub": "a", "exp": .number(now - 40), "publish": true])
+            #expect(try await server.publish(#"{"user":"a","event":"e","data":1}"#, credential: tooLate).status == 401)
             #expect(try await status(["sub": "a"]).hasPrefix("401"), "no exp")
             #expect(try await status(["sub": "a", "exp": "tomorrow"]).hasPrefix("401"))
             let metrics = try await server.request(.GET, "/metrics").body
             #expect(metrics.contains(#"tidings_auth_failures_total{reason="not_yet_valid"} 2"#), "\(metrics)")
-            #expect(metrics.contains(#"tidings_auth_failures_total{reason="expired"} 1"#))
+            #expect(metrics.contains(#"tidings_auth_failures_total{reason="expired"} 2"#))
             #expect(metrics.contains(#"tidings_auth_failures_total{reason="missing_exp"} 1"#))
             #expect(metrics.contains(#"tidings_auth_failures_total{reason="malformed"} 1"#))
         }

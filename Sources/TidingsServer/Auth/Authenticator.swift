@@ -184,9 +184,14 @@ public final class Authenticator: Sendable {
         return (try rules.claims(of: payload, now: clock.now()), snapshot.generation)
     }
 
-    /// A subscriber identity from a token.
+    /// A subscriber identity from a token. A stream ends at the token's `exp`, so a token past its
+    /// `exp` opens none, even within the leeway (its stream would end at once and be reopened).
     public func subscriber(token: String) async throws(AuthError) -> Subscriber {
         let claims = try await verify(token: token)
+        if let exp = claims.exp?.value, exp <= clock.now() {
+            failures[.expired]?.increment()
+            throw .rejected(.expired)
+        }
         return Subscriber(
             user: claims.sub.value, topicPatterns: claims.topics ?? [], expiresAt: claims.exp?.value,
             publisher: Self.publisher(claims))
