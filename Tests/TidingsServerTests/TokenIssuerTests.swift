@@ -122,6 +122,30 @@ struct TokenIssuerTests {
         }
     }
 
+    @Test func keysTidingsCannotUseAreLeftOutOfAProvidersSet() async throws {
+        // Keycloak publishes an encryption key beside its signing key; other sets carry key
+        // types Tidings does not verify with, or keys without a kid.
+        let signing = try await IssuerKey.es256(kid: "sig")
+        let provider = try await JWKSProvider.start()
+        defer { provider.stop() }
+        provider.serve([signing], others: [
+            #"{"kid":"enc","kty":"RSA","alg":"RSA-OAEP","use":"enc","n":"sXchDaQebHnPiGvyDOAT4saGEUetSyo9MKLOoWFsueri23bOdgWp4Dy1WlUzewbgBHod5pcM9H95GQRV3JDXboIRROSBigeC5yjU1hGzHHyXss8UDprecbAYxknTcQkhslANGRUZmdTOQ5qTRsLAt6BTYuyvVRdhS8exSZEy_c4gs_7svlJJQ4H9_NxsiIoLwAEk7-Q3UXERGYw_75IDrGA84-lA_-Ct4eTlXHBIY2EaV7t7LjJaynVJCpkv4LKjTTAumiGUIuQhrNhZLuF_RJLqHpM2kgWFLU7-VTdL1VbC2tejvcI2BlMkEpk1BzBZI0KQB0GaDWFLN-aEAw3vRw","e":"AQAB"}"#,
+            #"{"kid":"mac","kty":"oct","k":"c2VjcmV0"}"#,
+            #"{"kty":"EC","crv":"P-256","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}"#,
+        ])
+        try await TestServer.run({ $0.jwtSecret = nil; $0.jwksURLs = [provider.url] }) { server in
+            let token = try await signing.sign(["sub": "alice", "exp": .fromNow(3600)])
+            #expect(try await server.request(.GET, "/poll", headers: [("Authorization", "Bearer \(token)")]).status == 200)
+        }
+        // A set with no usable key at all is refused at start.
+        provider.serve([], others: [#"{"kid":"mac","kty":"oct","k":"c2VjcmV0"}"#])
+        var configuration = TidingsConfiguration()
+        configuration.jwksURLs = [provider.url]
+        await #expect(throws: DependencyUnavailable.self) {
+            _ = try await buildApplication(configuration: configuration, logger: Logger(label: "test"))
+        }
+    }
+
     @Test func unknownKidStormsFetchAtMostOncePerInterval() async throws {
         let known = try await IssuerKey.es256(kid: "known")
         let stranger = try await IssuerKey.es256(kid: "stranger")
@@ -453,8 +477,10 @@ final class JWKSProvider: Sendable {
         set { state.withLock { $0.cacheControl = newValue } }
     }
 
-    func serve(_ keys: [IssuerKey]) {
-        let document = String(decoding: try! JSONEncoder().encode(JWKS(keys: keys.compactMap(\.jwk))), as: UTF8.self)
+    /// Serves the public keys of `keys`, after the raw JWK objects of `others`.
+    func serve(_ keys: [IssuerKey], others: [String] = []) {
+        let encoded = keys.compactMap(\.jwk).map { String(decoding: try! JSONEncoder().encode($0), as: UTF8.self) }
+        let document = #"{"keys":["# + (others + encoded).joined(separator: ",") + "]}"
         state.withLock { $0.document = document }
     }
 
