@@ -5,7 +5,7 @@ import ArgumentParser
 ///
 /// The flags are found by reflecting over the command's properties, so a new option gets its
 /// variable without being listed anywhere. Repeatable options take comma-separated values;
-/// boolean flags take `1`/`true`/`yes`. `DATABASE_URL` also sets `--database-url`.
+/// boolean flags take `1`/`true`/`yes`, and `0`/`false`/`no` for a flag that is on by default. `DATABASE_URL` also sets `--database-url`.
 enum EnvironmentDefaults {
     struct Flag {
         var name: String
@@ -30,12 +30,18 @@ enum EnvironmentDefaults {
         var result = arguments
         for flag in flags(of: command) {
             let option = "--" + flag.name
-            if arguments.contains(where: { $0 == option || $0.hasPrefix(option + "=") }) { continue }
+            let inverted = "--no-" + flag.name
+            if arguments.contains(where: { $0 == option || $0.hasPrefix(option + "=") || $0 == inverted }) { continue }
             var value = environment[variable(for: flag.name)]
             if value == nil, flag.name == "database-url" { value = environment["DATABASE_URL"] }
             guard let value, !value.isEmpty else { continue }
             if flag.isBoolean {
-                if ["1", "true", "yes", "on"].contains(value.lowercased()) { result.append(option) }
+                if ["1", "true", "yes", "on"].contains(value.lowercased()) {
+                    result.append(option)
+                } else if ["0", "false", "no", "off"].contains(value.lowercased()), hasInversion(flag.name, in: command) {
+                    // A flag that is on by default (`--jwt-require-exp`) is turned off by its `--no-` form.
+                    result.append(inverted)
+                }
             } else if flag.isRepeatable {
                 for part in value.split(separator: ",") { result.append(contentsOf: [option, String(part)]) }
             } else {
@@ -43,6 +49,11 @@ enum EnvironmentDefaults {
             }
         }
         return result
+    }
+
+    /// True when `command` has `--no-<name>` (a flag declared with `inversion: .prefixedNo`).
+    static func hasInversion(_ name: String, in command: any ParsableCommand.Type) -> Bool {
+        command.helpMessage(columns: 10_000).contains("--no-\(name)")
     }
 
     static func variable(for flag: String) -> String {

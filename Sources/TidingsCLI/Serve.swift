@@ -15,8 +15,19 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "HS256 secret for tokens (at least 32 bytes).") var jwtSecret: String?
     @Option(help: "PEM file with an RS256 or ES256 public key.") var jwtPublicKey: String?
     @Option(help: "JWKS file (JSON) with verification keys.") var jwks: String?
+    @Option(help: "JWKS URL of an identity provider (repeatable); fetched at start, refreshed in the background.")
+    var jwksUrl: [String] = []
+    @Option(help: "How often the JWKS URLs are fetched again (the provider's Cache-Control max-age wins).")
+    var jwksRefresh = DurationArgument(.seconds(300))
     @Option(help: "Required iss claim.") var jwtIssuer: String?
-    @Option(help: "Required aud claim.") var jwtAudience: String?
+    @Option(help: "Required aud claim (the token's aud is a string or a list).") var jwtAudience: String?
+    @Option(help: "Allowed clock skew for exp, nbf and iat.") var jwtLeeway = DurationArgument(.seconds(30))
+    @Flag(inversion: .prefixedNo, help: "Refuse tokens without an exp claim.") var jwtRequireExp = true
+    @Option(help: "Claim (dotted path) with the user id; a number is read as its decimal digits.") var jwtSubjectClaim = "sub"
+    @Option(help: "Claim (dotted path) with the topics a user may read: a list or a space-separated string.")
+    var jwtTopicsClaim = "topics"
+    @Option(help: "Claim (dotted path) with what a token may publish: true, a list or a space-separated string.")
+    var jwtPublishClaim = "publish"
     @Option(help: "Static publish key (repeatable, at least 16 characters).") var publishKey: [String] = []
     @Option(help: "Send a keep-alive comment after this much silence.") var keepalive = DurationArgument(.seconds(15))
     @Option(help: "Reconnection delay sent to clients (retry:).") var retry = DurationArgument(.seconds(3))
@@ -65,6 +76,13 @@ struct Serve: AsyncParsableCommand {
         configuration.jwksJSON = try jwks.map { try Self.read($0, flag: "--jwks") }
         configuration.jwtIssuer = jwtIssuer
         configuration.jwtAudience = jwtAudience
+        configuration.jwksURLs = jwksUrl
+        configuration.jwksRefresh = jwksRefresh.duration
+        configuration.jwtLeeway = jwtLeeway.duration
+        configuration.jwtRequireExp = jwtRequireExp
+        configuration.jwtSubjectClaim = jwtSubjectClaim
+        configuration.jwtTopicsClaim = jwtTopicsClaim
+        configuration.jwtPublishClaim = jwtPublishClaim
         configuration.publishKeys = try publishKey + publishKeyFile.flatMap { try SecretFile.lines($0, flag: "--publish-key-file") }
         configuration.keepAlive = keepalive.duration
         configuration.retry = retry.duration

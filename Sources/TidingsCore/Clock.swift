@@ -7,10 +7,13 @@ public protocol WallClock: Sendable {
     /// The monotonic time that goes with `now()`: what stream deadlines (a token's expiry,
     /// keep-alives) are checked against. `NIODeadline.now()` unless a test moves the clock.
     func deadlineNow() -> NIODeadline
+    /// Waits `duration` by this clock (timed background work such as the JWKS refresh).
+    func sleep(for duration: Duration) async throws
 }
 
 extension WallClock {
     public func deadlineNow() -> NIODeadline { .now() }
+    public func sleep(for duration: Duration) async throws { try await Task.sleep(for: duration) }
 }
 
 /// The system's wall clock.

@@ -14,8 +14,8 @@ public struct TidingsApplication: Sendable {
 /// Builds the gateway for `configuration`: memory mode without a database URL.
 ///
 /// - Parameters:
-///   - clock: the clock of the memory store (retention), tickets, token expiry and the stream
-///     ticker; tests inject one.
+///   - clock: the clock of the memory store (retention), tickets, token time claims, the JWKS
+///     refresh and the stream ticker; tests inject one.
 ///   - onServerRunning: called with the listening channel (tests read the bound port from it).
 public func buildApplication(
     configuration: TidingsConfiguration,
@@ -37,6 +37,7 @@ public func buildApplication(
             maxConnectionsPerUser: configuration.maxConnectionsPerUser,
             maxQueue: configuration.maxQueue),
         metricsFactory: metricsFactory)
+    let authenticator = try await Authenticator(configuration: configuration, clock: clock, logger: logger, metricsFactory: metricsFactory)
     let backend = try await Backend.make(configuration: configuration, bus: bus, clock: clock, logger: logger, metricsFactory: metricsFactory)
     let gateway = Gateway(
         configuration: configuration,
@@ -44,7 +45,7 @@ public func buildApplication(
         store: backend.store,
         tickets: backend.tickets,
         presence: backend.presence,
-        authenticator: try await Authenticator(configuration: configuration, clock: clock),
+        authenticator: authenticator,
         readinessSources: backend.readinessSources,
         registry: registry,
         logger: logger)
@@ -63,7 +64,7 @@ public func buildApplication(
                 maxFrameSize: configuration.maxBody)
         },
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: InlinePublisher.serverName),
-        services: backend.services + [BusTicker(bus: bus, keepAlive: configuration.keepAlive, clock: clock)],
+        services: backend.services + (authenticator.keyRefresher.map { [$0] } ?? []) + [BusTicker(bus: bus, keepAlive: configuration.keepAlive, clock: clock)],
         onServerRunning: onServerRunning,
         eventLoopGroupProvider: .shared(ServerEventLoops.group),
         logger: logger)

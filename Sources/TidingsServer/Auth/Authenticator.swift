@@ -1,7 +1,10 @@
 import Crypto
 public import Foundation
-import Synchronization
 import JWTKit
+public import Logging
+public import Metrics
+public import ServiceLifecycle
+import Synchronization
 public import TidingsCore
 
 /// A subscriber: whose stream, which topics it may add, and when its token expires.
@@ -45,108 +48,150 @@ public struct Publisher: Sendable {
 public enum AuthError: Error, Sendable, Equatable, CustomStringConvertible {
     case missing
     case invalid(String)
+    /// A token failed a check: which one is in the rejection.
+    case rejected(TokenRejection)
     case notAPublisher
 
     public var description: String {
         switch self {
         case .missing: "no credential was given"
         case .invalid(let reason): "the token is not valid: \(reason)"
+        case .rejected(let rejection): "the token is not valid: \(rejection.description)"
         case .notAPublisher: "the credential may not publish"
         }
     }
 }
 
-/// Verifies tokens (HS256, RS256/ES256 public keys, a JWKS) and static publish keys.
+/// Verifies tokens (HS256, RS256/ES256 public keys, a JWKS file or URLs) and static publish keys.
 public final class Authenticator: Sendable {
-    private let keys: JWTKeyCollection
-    private let issuer: String?
-    private let audience: String?
+    private let keys: TokenKeys
+    /// The key sets of `--jwks-url`; `nil` without one.
+    private let remote: RemoteKeySets?
+    private let rules: TokenRules
     /// Each `--publish-key`'s SHA-256 and the publisher id derived from it, made once.
     private let publishKeys: [(digest: SHA256Digest, id: String)]
     /// Tokens already verified, by their exact text (signature included), so a publisher or a
     /// reconnecting dashboard does not pay for signature verification on every request. Expiry
-    /// is checked again on every use; the cache is bounded and starts over when full.
-    private let verified = Mutex<[String: TidingsClaims]>([:])
+    /// is checked again on every use; the cache is bounded, starts over when full and when the
+    /// key set changes (a key removed from a JWKS no longer admits its tokens).
+    private let verified = Mutex<(generation: Int, claims: [String: TidingsClaims])>((0, [:]))
     static let verifiedCacheLimit = 10_000
+    /// `tidings_auth_failures_total{reason}`.
+    private let failures: [TokenRejection.Reason: Counter]
 
     /// Tokens expire by this clock.
     let clock: any WallClock
 
-    public init(configuration: TidingsConfiguration, clock: any WallClock = SystemClock()) async throws {
-        let keys = JWTKeyCollection()
-        if let secret = configuration.jwtSecret {
-            await keys.add(hmac: HMACKey(from: secret), digestAlgorithm: .sha256)
-        }
-        if let pem = configuration.jwtPublicKeyPEM {
-            if pem.contains("BEGIN RSA PUBLIC KEY") || (try? Insecure.RSA.PublicKey(pem: pem)) != nil {
-                await keys.add(rsa: try Insecure.RSA.PublicKey(pem: pem), digestAlgorithm: .sha256)
-            } else {
-                await keys.add(ecdsa: try ES256PublicKey(pem: pem))
-            }
-        }
-        if let jwks = configuration.jwksJSON {
-            try await keys.add(jwksJSON: jwks)
-        }
+    /// The shortest time between two JWKS fetches asked for by tokens with unknown `kid`s.
+    public static let jwksMinimumInterval: Duration = .seconds(10)
+
+    /// Builds the key set; with `--jwks-url` fetches every URL first.
+    ///
+    /// - Throws: `DependencyUnavailable` when a JWKS URL cannot be fetched.
+    public init(
+        configuration: TidingsConfiguration, clock: any WallClock = SystemClock(), logger: Logger = Logger(label: "tidings"),
+        metricsFactory: any MetricsFactory = MetricsSystem.factory
+    ) async throws {
+        let keys = try await TokenKeys(configuration: configuration)
         self.keys = keys
+        if configuration.jwksURLs.isEmpty {
+            remote = nil
+        } else {
+            let remote = RemoteKeySets(
+                urls: configuration.jwksURLs, keys: keys, refreshInterval: configuration.jwksRefresh,
+                minimumInterval: Self.jwksMinimumInterval, clock: clock, logger: logger, metricsFactory: metricsFactory)
+            try await remote.start()
+            self.remote = remote
+        }
         self.clock = clock
-        self.issuer = configuration.jwtIssuer
-        self.audience = configuration.jwtAudience
+        self.rules = TokenRules(configuration: configuration)
         self.publishKeys = configuration.publishKeys.map { key in
             let digest = SHA256.hash(data: Data(key.utf8))
             return (digest, "key:" + digest.prefix(8).map { String(format: "%02x", $0) }.joined())
         }
+        var failures: [TokenRejection.Reason: Counter] = [:]
+        for reason in TokenRejection.Reason.allCases {
+            failures[reason] = Counter(label: "tidings_auth_failures_total", dimensions: [("reason", reason.rawValue)], factory: metricsFactory)
+        }
+        self.failures = failures
     }
 
-    /// Verifies a token's signature, expiry, issuer and audience.
+    /// The service that refreshes the `--jwks-url` key sets; `nil` without one.
+    public var keyRefresher: (any Service)? {
+        remote.map { JWKSRefresher(keySets: $0, clock: clock) }
+    }
+
+    /// Verifies a token's signature, time claims, issuer, audience and subject.
     public func verify(token: String) async throws(AuthError) -> TidingsClaims {
-        if let cached = verified.withLock({ $0[token] }) {
+        do {
+            return try await check(token: token)
+        } catch {
+            failures[error.reason]?.increment()
+            throw .rejected(error)
+        }
+    }
+
+    /// `verify(token:)` without counting a refusal.
+    private func check(token: String) async throws(TokenRejection) -> TidingsClaims {
+        let generation = keys.snapshot.generation
+        if let cached = verified.withLock({ $0.generation == generation ? $0.claims[token] : nil }) {
             if hasExpired(cached) {
-                verified.withLock { _ = $0.removeValue(forKey: token) }
-                throw .invalid(Self.expired)
+                verified.withLock { _ = $0.claims.removeValue(forKey: token) }
+                throw .expired
             }
             return cached
         }
-        let claims = try await verifyUncached(token: token)
+        let (claims, keyGeneration) = try await verifyUncached(token: token)
         verified.withLock { cache in
-            if cache.count >= Self.verifiedCacheLimit { cache.removeAll(keepingCapacity: true) }
-            cache[token] = claims
+            if cache.generation != keyGeneration || cache.claims.count >= Self.verifiedCacheLimit {
+                cache = (keyGeneration, [:])
+            }
+            cache.claims[token] = claims
         }
         return claims
     }
 
-    private static let expired = "it has expired or a claim is invalid"
-
-    /// The token's `exp` has passed (by `clock`).
+    /// The token's `exp` and the leeway have passed (by `clock`).
     private func hasExpired(_ claims: TidingsClaims) -> Bool {
         guard let exp = claims.exp else { return false }
-        return exp.value <= clock.now()
+        return exp.value.addingTimeInterval(rules.leeway) <= clock.now()
     }
 
-    private func verifyUncached(token: String) async throws(AuthError) -> TidingsClaims {
-        let claims: TidingsClaims
+    private func verifyUncached(token: String) async throws(TokenRejection) -> (TidingsClaims, Int) {
+        let header: JWTHeader
         do {
-            claims = try await keys.verify(token, as: TidingsClaims.self)
-        } catch let error as JWTError {
-            throw .invalid(Self.reason(error))
+            header = try DefaultJWTParser().parse(Array(token.utf8), as: TokenPayload.self).header
         } catch {
-            throw .invalid("it could not be verified")
+            throw .malformed
         }
-        if hasExpired(claims) { throw .invalid(Self.expired) }
-        if let issuer, claims.iss?.value != issuer {
-            throw .invalid("wrong issuer")
+        let kid = header.kid
+        var snapshot = keys.snapshot
+        if let kid, !snapshot.kids.contains(kid) {
+            if let remote {
+                await remote.refreshForUnknownKey()
+                snapshot = keys.snapshot
+            }
+            guard snapshot.kids.contains(kid) || snapshot.fixedAlgorithms.contains(header.alg ?? "") else { throw .unknownKey }
         }
-        if let audience {
-            guard let aud = claims.aud, aud.value.contains(audience) else { throw .invalid("wrong audience") }
+        let payload: TokenPayload
+        do {
+            payload = try await snapshot.collection.verify(token, as: TokenPayload.self, iteratingKeys: kid == nil)
+        } catch let error as JWTError {
+            throw Self.rejection(error)
+        } catch {
+            throw TokenRejection(.badSignature, "it could not be verified")
         }
-        guard Target.isValidName(claims.sub.value) else {
-            throw .invalid("sub must be 1–128 characters of [A-Za-z0-9._@:-]")
-        }
-        return claims
+        return (try rules.claims(of: payload, now: clock.now()), snapshot.generation)
     }
 
-    /// A subscriber identity from a token.
+    /// A subscriber identity from a token. A stream ends at the token's `exp`, so a token past its
+    /// `exp` opens none, even within the leeway (its stream would end at once and be reopened).
     public func subscriber(token: String) async throws(AuthError) -> Subscriber {
         let claims = try await verify(token: token)
+        if let exp = claims.exp?.value, exp <= clock.now() {
+            failures[.expired]?.increment()
+            throw .rejected(.expired)
+        }
         return Subscriber(
             user: claims.sub.value, topicPatterns: claims.topics ?? [], expiresAt: claims.exp?.value,
             publisher: Self.publisher(claims))
@@ -161,11 +206,12 @@ public final class Authenticator: Sendable {
         }
         let claims: TidingsClaims
         do {
-            claims = try await verify(token: credential)
+            claims = try await check(token: credential)
         } catch {
             // A static key may contain dots: it is checked after the token fails.
             if let key = publishKey(credential) { return key }
-            throw error
+            failures[error.reason]?.increment()
+            throw .rejected(error)
         }
         guard let publisher = Self.publisher(claims) else { throw .notAPublisher }
         return publisher
@@ -177,7 +223,10 @@ public final class Authenticator: Sendable {
     public func knownPublisher(credential: String) -> Publisher? {
         let looksLikeJWT = credential.utf8.lazy.filter { $0 == UInt8(ascii: ".") }.count == 2
         guard looksLikeJWT else { return publishKey(credential) }
-        guard let claims = verified.withLock({ $0[credential] }), !hasExpired(claims) else { return nil }
+        let generation = keys.snapshot.generation
+        guard let claims = verified.withLock({ $0.generation == generation ? $0.claims[credential] : nil }), !hasExpired(claims) else {
+            return nil
+        }
         return Self.publisher(claims)
     }
 
@@ -214,13 +263,13 @@ public final class Authenticator: Sendable {
         return difference == 0
     }
 
-    private static func reason(_ error: JWTError) -> String {
+    private static func rejection(_ error: JWTError) -> TokenRejection {
         switch error.errorType {
-        case .claimVerificationFailure: expired
-        case .signatureVerificationFailed: "bad signature"
-        case .malformedToken: "malformed token"
-        case .unknownKID, .missingKIDHeader: "unknown key id"
-        default: "it could not be verified"
+        case .signatureVerificationFailed: .badSignature
+        case .malformedToken: .malformed
+        case .unknownKID, .missingKIDHeader: .unknownKey
+        case .noKeyProvided: .noKey
+        default: TokenRejection(.badSignature, "it could not be verified")
         }
     }
 }

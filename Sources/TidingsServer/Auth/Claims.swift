@@ -1,6 +1,7 @@
 public import JWTKit
 
-/// The claims Tidings reads from a token. `sub` is the user id; `topics` lists the topics a
+/// The claims Tidings works with: what `tidings token` mints, and what a verified token of any
+/// shape is read into (see `TokenRules`). `sub` is the user id; `topics` lists the topics a
 /// subscriber may add to its stream; `publish` lets a token publish (`true`, or a list of target
 /// patterns).
 public struct TidingsClaims: JWTPayload, Equatable {
@@ -23,7 +24,7 @@ public struct TidingsClaims: JWTPayload, Equatable {
         self.publish = publish
     }
 
-    /// Nothing beyond the signature: `Authenticator` checks `exp` against its clock.
+    /// Nothing beyond the signature: `TokenRules` checks the time claims against its clock.
     public func verify(using algorithm: some JWTAlgorithm) async throws {}
 }
 

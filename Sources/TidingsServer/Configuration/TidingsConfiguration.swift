@@ -11,7 +11,10 @@ import Foundation
 /// | `--jwt-secret` | ``jwtSecret`` | none |
 /// | `--jwt-public-key` | ``jwtPublicKeyPEM`` (file contents) | none |
 /// | `--jwks` | ``jwksJSON`` (file contents) | none |
+/// | `--jwks-url`, `--jwks-refresh` | ``jwksURLs``, ``jwksRefresh`` | none, 5 min |
 /// | `--jwt-issuer`, `--jwt-audience` | ``jwtIssuer``, ``jwtAudience`` | not checked |
+/// | `--jwt-leeway`, `--[no-]jwt-require-exp` | ``jwtLeeway``, ``jwtRequireExp`` | 30 s, on |
+/// | `--jwt-subject-claim`, `--jwt-topics-claim`, `--jwt-publish-claim` | ``jwtSubjectClaim``, … | `sub`, `topics`, `publish` |
 /// | `--publish-key` | ``publishKeys`` | none |
 /// | `--keepalive` | ``keepAlive`` | 15 s |
 /// | `--retry` | ``retry`` | 3 s |
@@ -41,6 +44,13 @@ public struct TidingsConfiguration: Sendable {
     public var jwksJSON: String?
     public var jwtIssuer: String?
     public var jwtAudience: String?
+    public var jwksURLs: [String] = []
+    public var jwksRefresh: Duration = .seconds(300)
+    public var jwtLeeway: Duration = .seconds(30)
+    public var jwtRequireExp = true
+    public var jwtSubjectClaim = "sub"
+    public var jwtTopicsClaim = "topics"
+    public var jwtPublishClaim = "publish"
     public var publishKeys: [String] = []
     public var keepAlive: Duration = .seconds(15)
     public var retry: Duration = .seconds(3)
@@ -68,9 +78,10 @@ public struct TidingsConfiguration: Sendable {
 
     /// Checks the configuration as a whole; the message says what to change.
     public func validate() throws(ConfigurationError) {
-        if jwtSecret == nil, jwtPublicKeyPEM == nil, jwksJSON == nil {
-            throw ConfigurationError("no way to verify tokens: give --jwt-secret, --jwt-public-key or --jwks")
+        if jwtSecret == nil, jwtPublicKeyPEM == nil, jwksJSON == nil, jwksURLs.isEmpty {
+            throw ConfigurationError("no way to verify tokens: give --jwt-secret, --jwt-public-key, --jwks or --jwks-url")
         }
+        try validateTokenRules()
         if let jwtSecret, jwtSecret.utf8.count < Self.minimumSecretBytes {
             throw ConfigurationError(
                 "--jwt-secret is \(jwtSecret.utf8.count) bytes; HS256 needs at least \(Self.minimumSecretBytes) (try: openssl rand -hex 32)")

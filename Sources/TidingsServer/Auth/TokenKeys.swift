@@ -1,0 +1,84 @@
+import Foundation
+import JWTKit
+import Synchronization
+
+/// The keys tokens are verified with: the fixed ones of the configuration (`--jwt-secret`,
+/// `--jwt-public-key`, `--jwks`) and the key sets last fetched from `--jwks-url`. A new fetched
+/// set replaces the whole collection at once, so a verification sees either the old keys or the
+/// new ones.
+final class TokenKeys: Sendable {
+    /// One consistent set of keys.
+    struct Snapshot: Sendable {
+        let collection: JWTKeyCollection
+        /// The `kid`s of every key with one.
+        let kids: Set<String>
+        /// The algorithms of the secret and public key, which have no `kid`: a token naming an
+        /// unknown `kid` with one of these algorithms is tried with them.
+        let fixedAlgorithms: Set<String>
+        /// Counts the changes of the key set: a token verified with an older generation is verified again.
+        let generation: Int
+    }
+
+    private enum PublicKey: Sendable {
+        case rsa(Insecure.RSA.PublicKey)
+        case ecdsa(ES256PublicKey)
+    }
+
+    private let secret: String?
+    private let publicKey: PublicKey?
+    private let fileKeys: JWKS?
+    private let current: Mutex<Snapshot>
+
+    /// The keys of `configuration` without any fetched set.
+    init(configuration: TidingsConfiguration) async throws {
+        secret = configuration.jwtSecret
+        if let pem = configuration.jwtPublicKeyPEM {
+            if pem.contains("BEGIN RSA PUBLIC KEY") || (try? Insecure.RSA.PublicKey(pem: pem)) != nil {
+                publicKey = .rsa(try Insecure.RSA.PublicKey(pem: pem))
+            } else {
+                publicKey = .ecdsa(try ES256PublicKey(pem: pem))
+            }
+        } else {
+            publicKey = nil
+        }
+        fileKeys = try configuration.jwksJSON.map { try JSONDecoder().decode(JWKS.self, from: Data($0.utf8)) }
+        let fixed = Snapshot(collection: JWTKeyCollection(), kids: [], fixedAlgorithms: [], generation: 0)
+        current = Mutex(fixed)
+        let first = try await Self.makeSnapshot(secret: secret, publicKey: publicKey, sets: fileKeys.map { [$0] } ?? [], generation: 0)
+        current.withLock { $0 = first }
+    }
+
+    var snapshot: Snapshot { current.withLock { $0 } }
+
+    /// Replaces the fetched key sets; the fixed keys stay.
+    func install(fetched: [JWKS]) async throws {
+        let generation = snapshot.generation + 1
+        let sets = (fileKeys.map { [$0] } ?? []) + fetched
+        let next = try await Self.makeSnapshot(secret: secret, publicKey: publicKey, sets: sets, generation: generation)
+        current.withLock { $0 = next }
+    }
+
+    private static func makeSnapshot(secret: String?, publicKey: PublicKey?, sets: [JWKS], generation: Int) async throws -> Snapshot {
+        let collection = JWTKeyCollection()
+        if let secret {
+            await collection.add(hmac: HMACKey(from: secret), digestAlgorithm: .sha256)
+        }
+        switch publicKey {
+        case .rsa(let key): await collection.add(rsa: key, digestAlgorithm: .sha256)
+        case .ecdsa(let key): await collection.add(ecdsa: key)
+        case nil: break
+        }
+        var kids: Set<String> = []
+        var fixedAlgorithms: Set<String> = secret == nil ? [] : ["HS256"]
+        switch publicKey {
+        case .rsa: fixedAlgorithms.insert("RS256")
+        case .ecdsa: fixedAlgorithms.insert("ES256")
+        case nil: break
+        }
+        for set in sets {
+            try await collection.add(jwks: set)
+            kids.formUnion(set.keys.compactMap { $0.keyIdentifier?.string })
+        }
+        return Snapshot(collection: collection, kids: kids, fixedAlgorithms: fixedAlgorithms, generation: generation)
+    }
+}
