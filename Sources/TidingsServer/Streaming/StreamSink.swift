@@ -151,7 +151,9 @@ final class StreamSink: SubscriptionDriver, @unchecked Sendable {
     /// transport can still say why) a cut.
     private func end(_ reason: StreamEnd, on wire: ChannelHandlerContext) -> Bool {
         logger.debug("stream ended", metadata: ["tidings.reason": .string(reason.rawValue)])
-        return end(reason, goodbye: framing.goodbye(reason), on: wire)
+        let goodbye = reason == .shutdown
+            ? framing.drainGoodbye(retryMilliseconds: subscription.drainRetryMilliseconds) : framing.goodbye(reason)
+        return end(reason, goodbye: goodbye, on: wire)
     }
 
     private func end(_ reason: StreamEnd, goodbye: ByteBuffer, on wire: ChannelHandlerContext) -> Bool {

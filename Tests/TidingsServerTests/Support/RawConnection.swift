@@ -43,6 +43,9 @@ final class RawConnection: Sendable {
         channel.close(promise: nil)
     }
 
+    /// False once either side closed the connection.
+    var isOpen: Bool { channel.isActive }
+
     /// Everything received so far.
     var bytes: [UInt8] { received.bytes.withLock { $0 } }
 
