@@ -75,7 +75,7 @@ struct DrainProcessTests {
             }
         }
         defer { publisher.cancel() }
-        try await eventually("some publishes answered") { beforeSignal.withLock { $0.count } >= 30 }
+        try await eventually("some publishes answered", timeout: .seconds(30)) { beforeSignal.withLock { $0.count } >= 30 }
 
         signalled.store(true, ordering: .sequentiallyConsistent)
         let signalAt = ContinuousClock.now
