@@ -11,6 +11,10 @@ public enum StreamEnd: String, Sendable, CaseIterable {
     case shutdown
     /// The client went away.
     case clientClosed = "client_closed"
+    /// A WebSocket client left two pings unanswered.
+    case keepAliveTimeout = "keepalive_timeout"
+    /// A WebSocket client broke the protocol (a binary or invalid frame, an oversized message).
+    case protocolError = "protocol_error"
 }
 
 /// The transport a stream is carried by (for metrics and presence; the bus treats all alike).
