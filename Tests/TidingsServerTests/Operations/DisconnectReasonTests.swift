@@ -28,10 +28,7 @@ struct DisconnectReasonTests {
             try await eventually("a protocol error counted") { try await Self.disconnects(server, .protocolError) == 1 }
             // A client that never answers pings.
             let silent = try await RawConnection.connect(port: server.port)
-            try await silent.send(
-                "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                    + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nAuthorization: Bearer \(token)\r\n\r\n")
-            try await silent.waitFor("101 Switching Protocols")
+            try await silent.upgradeToSilentWebSocket(token: token)
             try await silent.waitForClose(timeout: .seconds(10))
             try await eventually("a keep-alive timeout counted") { try await Self.disconnects(server, .keepAliveTimeout) == 1 }
             // A client that says goodbye.
