@@ -113,14 +113,21 @@ struct ConnectionTimerStateMachine: Equatable {
     }
 }
 
-/// Holds a connection's timer and performs what ``ConnectionTimerStateMachine`` decides: closes
-/// the connection when the deadline passes. Only used on the connection's event loop.
+/// Holds a connection's deadline and performs what ``ConnectionTimerStateMachine`` decides:
+/// closes the connection when the deadline passes. Only used on the connection's event loop.
+///
+/// A keep-alive connection arms and disarms its deadline for every request; scheduling (and
+/// cancelling) a NIO task each time would cost two heap-ordered timer operations per request, so
+/// the deadline is a plain value and at most one task is scheduled: when it fires early (the
+/// deadline moved on) it schedules itself again for the current deadline.
 final class ConnectionTimer {
     private let timeouts: ConnectionTimeouts
     private let channel: any Channel
     private let logger: Logger
     private var machine = ConnectionTimerStateMachine()
-    private var scheduled: Scheduled<Void>?
+    /// When the connection is closed, and why; nil: not timed now.
+    private var deadline: (at: NIODeadline, reason: String)?
+    private var scheduled: (task: Scheduled<Void>, at: NIODeadline)?
 
     init(timeouts: ConnectionTimeouts, channel: any Channel, logger: Logger) {
         self.timeouts = timeouts
@@ -132,24 +139,49 @@ final class ConnectionTimer {
     func bytesArrived() { perform(machine.bytesArrived()) }
     func requestReceived() { perform(machine.requestReceived()) }
     func responseSent() { perform(machine.responseSent()) }
-    func streamStarted() { perform(machine.streamStarted()) }
+
+    /// The connection carries a stream, or closed: nothing is timed any more.
+    func streamStarted() {
+        perform(machine.streamStarted())
+        scheduled?.task.cancel()
+        scheduled = nil
+    }
 
     private func perform(_ action: ConnectionTimerStateMachine.Action) {
         guard case .arm(let timer) = action else { return }
-        scheduled?.cancel()
-        scheduled = nil
-        let (amount, reason): (TimeAmount, String)
         switch timer {
-        case .none: return
-        case .request: (amount, reason) = (timeouts.request, "request_timeout")
-        case .idle: (amount, reason) = (timeouts.idle, "idle_timeout")
+        case .none:
+            deadline = nil  // a task still scheduled finds nothing to do
+        case .request:
+            arm(.now() + timeouts.request, reason: "request_timeout")
+        case .idle:
+            arm(.now() + timeouts.idle, reason: "idle_timeout")
         }
-        let channel = self.channel
-        let logger = self.logger
-        scheduled = channel.eventLoop.scheduleTask(in: amount) {
-            logger.debug("connection closed", metadata: ["tidings.reason": .string(reason)])
-            channel.close(promise: nil)
+    }
+
+    private func arm(_ at: NIODeadline, reason: String) {
+        deadline = (at, reason)
+        if let scheduled, scheduled.at <= at { return }  // it fires first and reschedules
+        scheduled?.task.cancel()
+        schedule(at: at)
+    }
+
+    private func schedule(at: NIODeadline) {
+        let loop = channel.eventLoop
+        let bound = NIOLoopBound(self, eventLoop: loop)
+        scheduled = (loop.scheduleTask(deadline: at) { bound.value.fired() }, at)
+    }
+
+    private func fired() {
+        scheduled = nil
+        guard let deadline else { return }
+        guard NIODeadline.now() >= deadline.at else {
+            schedule(at: deadline.at)
+            return
         }
+        logger.debug("connection closed", metadata: ["tidings.reason": .string(deadline.reason)])
+        self.deadline = nil
+        channel.close(promise: nil)
     }
 }
 
