@@ -126,6 +126,7 @@ struct Serve: AsyncParsableCommand {
             metadata: [
                 "tidings.address": "\(configuration.host):\(configuration.port)",
                 "tidings.mode": configuration.databaseURL == nil ? "memory" : "postgresql",
+                "tidings.admin_address": configuration.adminPort.map { "\(configuration.adminHost):\($0)" } ?? "none",
             ])
         // SIGTERM/SIGINT drain first (the drain is the group's last service, stopped first); a
         // shutdown that outlasts --shutdown-timeout is escalated to cancellation.
