@@ -25,25 +25,12 @@ struct ConnectionTimeouts: Sendable {
 /// Which deadline a connection is under: a plain struct whose events return the timer to arm,
 /// so every interleaving is testable without a socket.
 ///
-/// A request in progress (head or body still arriving) is under `--request-timeout`; a request
-/// being answered is under none (a long poll, an SSE stream before its handoff); a connection
-/// between requests is under `--idle-timeout`. Once the connection carries a stream (a WebSocket
-/// upgrade; SSE streams leave for a channel of their own) it is under none for good.
+/// A request in progress (head or body still arriving) is under `--request-timeout`; while
+/// requests are being answered none runs (a long poll, an SSE stream before its handoff; with
+/// pipelining several may be outstanding); a connection between requests is under
+/// `--idle-timeout`. Once the connection carries a stream (a WebSocket upgrade; SSE streams
+/// leave for a channel of their own) it is under none for good.
 struct ConnectionTimerStateMachine: Equatable {
-    enum State: Equatable {
-        /// Waiting for the first request (a connection that sends nothing is cut at the request
-        /// timeout).
-        case awaitingFirstRequest
-        /// A request's head or body is arriving.
-        case receiving
-        /// The request arrived and is being answered; `pipelined`: bytes of the next one came.
-        case answering(pipelined: Bool)
-        /// Between requests.
-        case idle
-        /// The connection carries a stream.
-        case off
-    }
-
     enum Timer: Equatable {
         case request
         case idle
@@ -56,7 +43,14 @@ struct ConnectionTimerStateMachine: Equatable {
         case arm(Timer)
     }
 
-    private(set) var state = State.awaitingFirstRequest
+    /// No request has arrived yet: the first one's clock runs from the connection's start.
+    private(set) var beforeFirstRequest = true
+    /// Bytes of a request whose end has not arrived came.
+    private(set) var receiving = false
+    /// Requests that arrived and whose answer has not been written yet.
+    private(set) var outstanding = 0
+    /// The connection carries a stream.
+    private(set) var isOff = false
 
     /// The connection started: the first request must arrive within the request timeout.
     func started() -> Action {
@@ -65,50 +59,33 @@ struct ConnectionTimerStateMachine: Equatable {
 
     /// Bytes came from the client.
     mutating func bytesArrived() -> Action {
-        switch state {
-        case .idle:
-            state = .receiving
-            return .arm(.request)
-        case .answering:
-            state = .answering(pipelined: true)
-            return .keep
-        case .awaitingFirstRequest:
-            state = .receiving
-            return .keep  // the first request's clock started with the connection
-        case .receiving, .off:
-            return .keep
-        }
+        guard !isOff, !receiving else { return .keep }
+        receiving = true
+        // Behind an outstanding request (pipelined) nothing is timed until it is answered.
+        return beforeFirstRequest || outstanding > 0 ? .keep : .arm(.request)
     }
 
-    /// The request's end (head and body) arrived.
+    /// A request's end (head and body) arrived.
     mutating func requestReceived() -> Action {
-        switch state {
-        case .off:
-            return .keep
-        default:
-            state = .answering(pipelined: false)
-            return .arm(.none)
-        }
+        guard !isOff else { return .keep }
+        beforeFirstRequest = false
+        receiving = false
+        outstanding += 1
+        return .arm(.none)
     }
 
-    /// The response's end was written.
+    /// A response's end was written.
     mutating func responseSent() -> Action {
-        switch state {
-        case .answering(pipelined: true):
-            state = .receiving
-            return .arm(.request)
-        case .answering(pipelined: false):
-            state = .idle
-            return .arm(.idle)
-        case .awaitingFirstRequest, .receiving, .idle, .off:
-            // An answer before the request ended (a refusal): the request's clock runs on.
-            return .keep
-        }
+        // An answer before its request ended (a refusal): the request's clock runs on.
+        guard !isOff, outstanding > 0 else { return .keep }
+        outstanding -= 1
+        if outstanding > 0 { return .keep }
+        return .arm(receiving ? .request : .idle)
     }
 
     /// The connection now carries a stream.
     mutating func streamStarted() -> Action {
-        state = .off
+        isOff = true
         return .arm(.none)
     }
 }

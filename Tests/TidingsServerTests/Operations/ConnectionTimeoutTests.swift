@@ -61,7 +61,9 @@ struct ConnectionTimeoutTests {
             }
             defer { normal.cancel() }
             var closedAt = [Duration?](repeating: nil, count: connections.count)
-            let deadline = opened + connectedIn + .seconds(6)
+            // The server's clock starts when it accepts a connection, which a loaded machine (CI,
+            // parallel suites) delays: generous bounds, still far below "never".
+            let deadline = opened + connectedIn + .seconds(15)
             while closedAt.contains(where: { $0 == nil }), ContinuousClock.now < deadline {
                 for (index, connection) in connections.enumerated() where closedAt[index] == nil && !connection.isOpen {
                     closedAt[index] = ContinuousClock.now - opened
@@ -73,8 +75,8 @@ struct ConnectionTimeoutTests {
             let times = closedAt.compactMap { $0 }
             // Not before the timeout (the last connection was made `connectedIn` after the first)…
             #expect(times.min()! >= .milliseconds(900), "closed too early: \(times.min()!)")
-            // …and soon after it (a loaded machine gets 3 s of slack).
-            #expect(times.max()! <= connectedIn + .seconds(4), "closed late: \(times.max()!)")
+            // …and soon after it.
+            #expect(times.max()! <= connectedIn + .seconds(10), "closed late: \(times.max()!)")
             #expect(answered.load(ordering: .relaxed) >= 10, "the normal client was answered \(answered.load(ordering: .relaxed)) times")
             let after = try await server.request(.GET, "/healthz")
             #expect(after.status == 200)
@@ -139,8 +141,20 @@ struct ConnectionTimerStateMachineTests {
         #expect(machine.bytesArrived() == .arm(.request))
         #expect(machine.bytesArrived() == .keep)
         #expect(machine.requestReceived() == .arm(.none))
-        #expect(machine.bytesArrived() == .keep)  // pipelined
-        #expect(machine.responseSent() == .arm(.request))
+        #expect(machine.responseSent() == .arm(.idle))
+    }
+
+    @Test func pipelinedRequestsAreNotTimedWhileAnEarlierOneIsAnswered() {
+        var machine = ConnectionTimerStateMachine()
+        _ = machine.started()
+        _ = machine.bytesArrived()
+        #expect(machine.requestReceived() == .arm(.none))
+        #expect(machine.requestReceived() == .arm(.none))  // a second one, read with the first
+        #expect(machine.responseSent() == .keep, "the second is still being answered (a long poll)")
+        #expect(machine.bytesArrived() == .keep)  // a third starts arriving meanwhile
+        #expect(machine.responseSent() == .arm(.request), "then the third's head must arrive in time")
+        #expect(machine.requestReceived() == .arm(.none))
+        #expect(machine.responseSent() == .arm(.idle))
     }
 
     @Test func aRefusalBeforeTheBodyEndedKeepsTheRequestClockAndAStreamStopsAll() {
@@ -152,6 +166,6 @@ struct ConnectionTimerStateMachineTests {
         #expect(machine.bytesArrived() == .keep)
         #expect(machine.requestReceived() == .keep)
         #expect(machine.responseSent() == .keep)
-        #expect(machine.state == .off)
+        #expect(machine.isOff)
     }
 }
