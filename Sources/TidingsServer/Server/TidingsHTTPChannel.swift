@@ -55,6 +55,8 @@ struct TidingsHTTPChannel: ServerChildChannel, HTTPChannelHandler {
                     guard let request = try? HTTPRequest(head, secure: false, splitCookie: false),
                           WebSocketEndpoint.matches(request)
                     else { return channel.eventLoop.makeSucceededFuture(nil) }
+                    // The upgrade's head arrived: checking it (the token) is not the client's time.
+                    timed.value.timer.requestReceived()
                     let promise = channel.eventLoop.makePromise(of: Result<WebSocketEndpoint.Opening, Problem>.self)
                     promise.completeWithTask {
                         do {
