@@ -80,6 +80,17 @@ struct DrainProcessTests {
         signalled.store(true, ordering: .sequentiallyConsistent)
         let signalAt = ContinuousClock.now
         #expect(kill(server.pid, SIGTERM) == 0)
+        // The balancer is told at once (as soon as the signal is handled); new streams are refused.
+        try await eventually("/readyz says draining", timeout: .seconds(3)) {
+            let readiness = try await HTTPClient.shared.execute(HTTPClientRequest(url: "http://127.0.0.1:\(port)/readyz"), timeout: .seconds(5))
+            let body = String(buffer: try await readiness.body.collect(upTo: 1 << 16))
+            return readiness.status == .serviceUnavailable && body.contains(#""reason":"draining""#)
+        }
+        var refused = HTTPClientRequest(url: "http://127.0.0.1:\(port)/events")
+        refused.headers.add(name: "Authorization", value: "Bearer \(token)")
+        let refusal = try await HTTPClient.shared.execute(refused, timeout: .seconds(5))
+        #expect(refusal.status == .serviceUnavailable)
+        #expect(refusal.headers.first(name: "Retry-After") != nil)
         try await eventually("every stream ended", timeout: .seconds(20)) { all.allSatisfy { $0.endedAt != nil } }
         let exitStatus = Mutex<Int32?>(nil)
         try await eventually("the process exited", timeout: .seconds(20)) {
