@@ -2,6 +2,8 @@ import ArgumentParser
 import Foundation
 import Logging
 import Hummingbird
+import ServiceLifecycle
+import UnixSignals
 import TidingsServer
 
 struct Serve: AsyncParsableCommand {
@@ -54,6 +56,13 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "File holding the HS256 secret (instead of --jwt-secret).") var jwtSecretFile: String?
     @Option(help: "File of static publish keys, one a line (repeatable; adds to --publish-key).")
     var publishKeyFile: [String] = []
+    @Option(help: "A request's head and body must arrive within it.") var requestTimeout = DurationArgument(.seconds(10))
+    @Option(help: "An idle keep-alive connection is closed after it.") var idleTimeout = DurationArgument(.seconds(60))
+    @Option(help: "On SIGTERM/SIGINT, open streams are ended spread over it.") var drainPeriod = DurationArgument(.seconds(10))
+    @Option(help: "The process exits at the latest this long after SIGTERM/SIGINT.") var shutdownTimeout = DurationArgument(.seconds(30))
+    @Option(help: "Address of the admin listener (with --admin-port).") var adminHost = "127.0.0.1"
+    @Option(help: "Serve /metrics, /healthz, /readyz and the dashboard on this port instead of the public one.")
+    var adminPort: Int?
 
     func validate() throws {
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical") }
@@ -99,6 +108,12 @@ struct Serve: AsyncParsableCommand {
         configuration.wakeup = TidingsConfiguration.Wakeup(rawValue: wakeup) ?? .notify
         configuration.pollInterval = pollInterval.duration
         configuration.orderWait = orderWait.duration
+        configuration.requestTimeout = requestTimeout.duration
+        configuration.idleTimeout = idleTimeout.duration
+        configuration.drainPeriod = drainPeriod.duration
+        configuration.shutdownTimeout = shutdownTimeout.duration
+        configuration.adminHost = adminHost
+        configuration.adminPort = adminPort
         return configuration
     }
 
@@ -137,8 +152,13 @@ struct Serve: AsyncParsableCommand {
             metadata: [
                 "tidings.address": "\(configuration.host):\(configuration.port)",
                 "tidings.mode": configuration.databaseURL == nil ? "memory" : "postgresql",
+                "tidings.admin_address": configuration.adminPort.map { "\(configuration.adminHost):\($0)" } ?? "none",
             ])
-        try await app.application.runService()
+        // SIGTERM/SIGINT drain first (the drain is the group's last service, stopped first); a
+        // shutdown that outlasts --shutdown-timeout is escalated to cancellation.
+        var group = ServiceGroupConfiguration(services: app.services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        group.maximumGracefulShutdownDuration = configuration.shutdownTimeout
+        try await ServiceGroup(configuration: group).run()
     }
 }
 

@@ -20,6 +20,8 @@ public final class Gateway: Sendable {
     let batchers = LoopBatchers()
     /// Publishes answered on the event loop (`InlinePublishHandler`), for tests and benchmarks.
     let inlinePublishes = Atomic<Int>(0)
+    /// Set on graceful shutdown: `/readyz` answers `503` (`draining`), new streams are refused.
+    let draining = Atomic<Bool>(false)
 
     init(
         configuration: TidingsConfiguration,
@@ -41,15 +43,24 @@ public final class Gateway: Sendable {
         self.readinessSources = readinessSources
         self.registry = registry
         self.logger = logger
-        self.metrics = GatewayMetrics(factory: PrometheusMetricsFactory(registry: registry))
+        var factory = PrometheusMetricsFactory(registry: registry)
+        factory.valueHistogramBuckets = GatewayMetrics.histogramBuckets
+        self.metrics = GatewayMetrics(factory: factory)
     }
 
     /// Not ready when any source is not.
     public func readiness() -> Readiness {
+        if draining.load(ordering: .relaxed) { return Readiness(isReady: false, reason: "draining") }
         for source in readinessSources {
             let readiness = source.readiness()
             if !readiness.isReady { return readiness }
         }
         return .ready
+    }
+
+    /// Starts a drain: not ready any more, new streams refused; returns the open streams.
+    func beginDrain() -> [Subscription] {
+        draining.store(true, ordering: .relaxed)
+        return bus.refuseNew()
     }
 }

@@ -108,8 +108,8 @@ private struct EmbeddedStream {
             bus.tick(now: Self.expiresAt, keepAlive: .hours(2))
         case .shutdown:
             bus.shutdown()
-        case .clientClosed:
-            subscription.finish(.clientClosed)
+        case .clientClosed, .keepAliveTimeout, .protocolError:
+            subscription.finish(reason)
         }
         loop.run()
     }
@@ -160,6 +160,23 @@ struct StreamSinkTests {
         let text = try stream.written()
         #expect(text.hasSuffix(String(buffer: SSEFrame.lastChunk)))
         #expect(text.contains("id: \(id)\n"))
+        #expect(!stream.channel.isActive)
+        #expect(stream.bus.subscriptionCount == 0)
+    }
+
+    /// A drain (SIGTERM) ends a stream after the events already queued for it, with a
+    /// reconnection delay of its own before the last chunk.
+    @Test func aDrainWritesTheQueuedEventsThenItsRetryThenTheLastChunk() throws {
+        var stream = try EmbeddedStream(maxQueue: 10)
+        stream.deliver()
+        _ = try stream.written()
+        // Queued while the loop is busy elsewhere; then the drain reaches this stream.
+        let queued = [stream.publish(), stream.publish()]
+        stream.subscription.finishDraining(retryMilliseconds: 4_321)
+        stream.loop.run()
+        let text = try stream.written()
+        #expect(text.contains("id: \(queued[0])\n") && text.contains("id: \(queued[1])\n"), "\(text)")
+        #expect(text.hasSuffix(String(buffer: SSEFrame.httpChunk(ByteBuffer(string: "retry: 4321\n\n"))) + String(buffer: SSEFrame.lastChunk)))
         #expect(!stream.channel.isActive)
         #expect(stream.bus.subscriptionCount == 0)
     }

@@ -165,10 +165,7 @@ struct WebSocketTests {
             let polite = try await WebSocketTestClient.connect(port: server.port, token: token)
             // One that never answers (a raw socket) is closed after two pings.
             let silent = try await RawConnection.connect(port: server.port)
-            try await silent.send(
-                "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                    + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nAuthorization: Bearer \(token)\r\n\r\n")
-            try await silent.waitFor("101 Switching Protocols")
+            try await silent.upgradeToSilentWebSocket(token: token)
             try await silent.waitForClose(timeout: .seconds(10))
             let pings = silent.bytes.split(separator: 0x89, omittingEmptySubsequences: false).count - 1
             #expect(pings >= 2, "it was pinged before it was closed")

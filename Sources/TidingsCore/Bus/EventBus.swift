@@ -167,6 +167,8 @@ public final class EventBus: Sendable {
         let reason = subscription.endReason ?? .clientClosed
         // A long poll that answered is not a disconnect; one cut off (slow, shutdown, expiry) is.
         if subscription.transport != .longPoll || reason != .clientClosed { metrics.disconnects(reason).increment() }
+        let open = NIODeadline.now() - subscription.openedAt
+        metrics.duration(subscription.transport).record(Double(open.nanoseconds) / 1e9)
     }
 
     /// Changes an open subscription's targets: live events of `adding` reach it from the next
@@ -321,6 +323,15 @@ public final class EventBus: Sendable {
         Subscription.fire(subscriptions.map { $0.tick(now: now, keepAlive: keepAlive) })
     }
 
+    /// Refuses new streams (they are answered `503`) and returns the open ones, for a drain to
+    /// end them one by one; ``shutdown()`` then ends whatever is left.
+    public func refuseNew() -> [Subscription] {
+        state.withLock { state in
+            state.shutDown = true
+            return state.all.values.map(\.subscription)
+        }
+    }
+
     /// Ends every stream and refuses new ones.
     public func shutdown() {
         let subscriptions = state.withLock { state -> [Subscription] in
@@ -339,6 +350,7 @@ struct BusMetrics: Sendable {
     let slowConsumers: Counter
     private let disconnectCounters: [StreamEnd: Counter]
     private let streamMeters: [StreamTransport: Meter]
+    private let durations: [StreamTransport: Recorder]
 
     init(factory: (any MetricsFactory)?) {
         let factory = factory ?? MetricsSystem.factory
@@ -358,6 +370,18 @@ struct BusMetrics: Sendable {
                 label: "tidings_streams_open", dimensions: [("transport", transport.rawValue)], factory: factory)
         }
         streamMeters = streams
+        var durations: [StreamTransport: Recorder] = [:]
+        for transport in StreamTransport.allCases {
+            durations[transport] = Recorder(
+                label: "tidings_stream_duration_seconds", dimensions: [("transport", transport.rawValue)], aggregate: true,
+                factory: factory)
+        }
+        self.durations = durations
+    }
+
+    /// `tidings_stream_duration_seconds`: how long a stream of `transport` was open, in seconds.
+    func duration(_ transport: StreamTransport) -> Recorder {
+        durations[transport]!
     }
 
     func streams(_ transport: StreamTransport) -> Meter {

@@ -11,6 +11,10 @@ public enum StreamEnd: String, Sendable, CaseIterable {
     case shutdown
     /// The client went away.
     case clientClosed = "client_closed"
+    /// A WebSocket client left two pings unanswered.
+    case keepAliveTimeout = "keepalive_timeout"
+    /// A WebSocket client broke the protocol (a binary or invalid frame, an oversized message).
+    case protocolError = "protocol_error"
 }
 
 /// The transport a stream is carried by (for metrics and presence; the bus treats all alike).
@@ -71,6 +75,8 @@ public final class Subscription: Sendable {
     public let transport: StreamTransport
     /// Monotonic deadline after which the stream ends (the token's expiry).
     let expiresAt: NIODeadline?
+    /// When the stream joined the bus (`tidings_stream_duration_seconds`).
+    let openedAt = NIODeadline.now()
     private let maxQueue: Int
     private let state: Mutex<State>
     /// Closes the connection: called when a client stopped reading (slow consumer), or when the
@@ -96,6 +102,9 @@ public final class Subscription: Sendable {
         /// for a drain, the end of the stream does.
         var parked = false
         var end: StreamEnd?
+        /// A drain ended the stream: what is queued is still written, then the goodbye, which
+        /// tells the client to reconnect after this many milliseconds.
+        var drainRetry: Int?
         /// The driver was told about `end`.
         var endDrained = false
         var keepAliveDue = false
@@ -164,16 +173,23 @@ public final class Subscription: Sendable {
     /// - Parameter now: when the pass started (a drain pass over many streams reads the clock
     ///   once); the stream's keep-alive interval restarts from it.
     public func drain(into buffer: inout [Delivery], now: NIODeadline = .now()) -> Next? {
-        state.withLock { state in
+        let (next, again) = state.withLock { state -> (Next?, (any SubscriptionDriver)?) in
             state.scheduled = false
             state.parked = false
             if let end = state.end {
-                if state.endDrained { return nil }
+                // A drained stream writes what it had queued, then (next drain) its goodbye.
+                if state.drainRetry != nil, let work = state.takeWork(into: &buffer, now: now) {
+                    state.scheduled = true
+                    return (work, state.driver)
+                }
+                if state.endDrained { return (nil, nil) }
                 state.endDrained = true
-                return .end(end)
+                return (.end(end), nil)
             }
-            return state.takeWork(into: &buffer, now: now)
+            return (state.takeWork(into: &buffer, now: now), nil)
         }
+        again?.scheduleNow()
+        return next
     }
 
     /// For the attached driver, when it cannot write now (its connection is not writable): takes
@@ -239,6 +255,25 @@ public final class Subscription: Sendable {
         } else if endedNow, reason != .clientClosed {
             interrupt?()
         }
+    }
+
+    /// Ends the stream because the gateway drains (`.shutdown`): unlike ``finish(_:)`` the events
+    /// already queued are still written, then a goodbye that asks the client to reconnect after
+    /// `retryMilliseconds` (spread by the caller, so reconnects do not arrive all at once).
+    public func finishDraining(retryMilliseconds: Int) {
+        let first = state.withLock { state -> Bool in
+            guard state.end == nil else { return false }
+            state.end = .shutdown
+            state.drainRetry = retryMilliseconds
+            state.keepAliveDue = false
+            return true
+        }
+        wake(endedNow: first, reason: .shutdown)
+    }
+
+    /// The reconnection delay the drain gave this stream's goodbye, if a drain ended it.
+    public var drainRetryMilliseconds: Int? {
+        state.withLock { $0.drainRetry }
     }
 
     /// The reason the stream ended, if it has.

@@ -30,6 +30,11 @@ import Foundation
 /// | `--wakeup` | ``wakeup`` | `notify` |
 /// | `--poll-interval` | ``pollInterval`` | 100 ms |
 /// | `--order-wait` | ``orderWait`` | 10 s |
+/// | `--request-timeout` | ``requestTimeout`` | 10 s |
+/// | `--idle-timeout` | ``idleTimeout`` | 60 s |
+/// | `--drain-period` | ``drainPeriod`` | 10 s |
+/// | `--shutdown-timeout` | ``shutdownTimeout`` | 30 s |
+/// | `--admin-host`, `--admin-port` | ``adminHost``, ``adminPort`` | none: operations on the public port |
 public struct TidingsConfiguration: Sendable {
     public enum Wakeup: String, Sendable, CaseIterable {
         case notify
@@ -67,6 +72,20 @@ public struct TidingsConfiguration: Sendable {
     public var wakeup: Wakeup = .notify
     public var pollInterval: Duration = .milliseconds(100)
     public var orderWait: Duration = .seconds(10)
+    // Operations: timeouts, drain, admin listener.
+    /// A request's head and body must arrive within it (from its first byte, or from the
+    /// connection's start for the first request).
+    public var requestTimeout: Duration = .seconds(10)
+    /// A keep-alive connection with no request in progress is closed after it.
+    public var idleTimeout: Duration = .seconds(60)
+    /// On SIGTERM/SIGINT open streams are ended spread over it.
+    public var drainPeriod: Duration = .seconds(10)
+    /// The process exits at the latest this long after the signal.
+    public var shutdownTimeout: Duration = .seconds(30)
+    /// With ``adminPort``: where `/metrics`, `/healthz`, `/readyz` and the dashboard are served
+    /// instead of the public port.
+    public var adminHost = "127.0.0.1"
+    public var adminPort: Int?
     /// No flag: how often a gateway in PostgreSQL mode reports its open streams for presence
     /// (tests shorten it).
     var presenceInterval: Duration = .seconds(2)
@@ -96,6 +115,7 @@ public struct TidingsConfiguration: Sendable {
         if let maxConnectionsPerUser, maxConnectionsPerUser < 1 {
             throw ConfigurationError("--max-connections-per-user must be at least 1")
         }
+        try validateOperations()
         for key in publishKeys where key.utf8.count < 16 {
             throw ConfigurationError("a --publish-key must be at least 16 characters")
         }
@@ -108,5 +128,23 @@ public struct ConfigurationError: Error, CustomStringConvertible, Sendable {
 
     public init(_ description: String) {
         self.description = description
+    }
+}
+
+extension TidingsConfiguration {
+    /// The operations flags (timeouts, drain, admin listener).
+    func validateOperations() throws(ConfigurationError) {
+        if requestTimeout <= .zero { throw ConfigurationError("--request-timeout must be positive") }
+        if idleTimeout <= .zero { throw ConfigurationError("--idle-timeout must be positive") }
+        if shutdownTimeout <= .zero { throw ConfigurationError("--shutdown-timeout must be positive") }
+        if drainPeriod >= shutdownTimeout {
+            throw ConfigurationError("--drain-period must be shorter than --shutdown-timeout (the streams' ends are spread over it)")
+        }
+        if let adminPort {
+            if !(0...65535).contains(adminPort) { throw ConfigurationError("--admin-port must be 0–65535") }
+            if adminPort != 0, adminPort == port, adminHost == host {
+                throw ConfigurationError("--admin-port must differ from --port")
+            }
+        }
     }
 }

@@ -20,6 +20,8 @@ public struct PublishController: Sendable {
 
     @Sendable func publish(_ request: Request, context: Context) async throws -> Response {
         gateway.metrics.publishRequests.increment()
+        let started = ContinuousClock.now
+        defer { gateway.metrics.recordPublishDuration(since: started) }
         do {
             return try await handle(request)
         } catch let problem as Problem {

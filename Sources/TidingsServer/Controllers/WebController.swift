@@ -50,10 +50,27 @@ public struct WebController: Sendable {
         return pages.compactMap { path, asset in asset.map { (path, $0) } }
     }()
 
-    public init() {}
+    /// Which files a listener serves: the dashboard (`GET /`) moves to the admin listener when
+    /// there is one; it needs `tidings.js`, the style and the icon there too.
+    public enum Pages: Sendable {
+        case all
+        case publicOnly
+        case dashboard
+    }
+
+    let pages: Pages
+
+    public init(pages: Pages = .all) {
+        self.pages = pages
+    }
 
     public func addRoutes(to router: Router<Context>) {
         for (path, asset) in Self.routes {
+            switch pages {
+            case .all: break
+            case .publicOnly: if path == "/" { continue }
+            case .dashboard: if path == "/demo" { continue }
+            }
             router.get(RouterPath(path)) { request, _ in Self.respond(asset, to: request, withBody: true) }
             router.head(RouterPath(path)) { request, _ in Self.respond(asset, to: request, withBody: false) }
         }

@@ -177,6 +177,8 @@ struct InlinePublisher: Sendable {
     /// Stores the events and returns the 202 body; `nil`, having stored nothing, when the body
     /// would be refused.
     func publish(body: ByteBuffer?, from publisher: Publisher) -> ByteBuffer? {
+        let started = ContinuousClock.now
+        defer { gateway.metrics.recordPublishDuration(since: started) }
         let bytes = body.map { Array($0.readableBytesView) } ?? []
         guard let decoded = try? PublishRequest.decode(bytes, limits: limits) else { return nil }
         for event in decoded.events {

@@ -36,6 +36,8 @@ struct TidingsHTTPChannel: ServerChildChannel, HTTPChannelHandler {
     let webSocket: WebSocketEndpoint
     /// Largest client frame or message (`--max-body`).
     let maxFrameSize: Int
+    /// `--request-timeout` and `--idle-timeout`.
+    let timeouts: ConnectionTimeouts
 
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
         channel.eventLoop.makeCompletedFuture {
@@ -43,12 +45,18 @@ struct TidingsHTTPChannel: ServerChildChannel, HTTPChannelHandler {
             let refusal = NIOLoopBoundBox<Problem?>(nil, eventLoop: loop)
             let opening = NIOLoopBoundBox<WebSocketEndpoint.Opening?>(nil, eventLoop: loop)
             let webSocket = self.webSocket
+            let timer = ConnectionTimer(timeouts: timeouts, channel: channel, logger: logger)
+            let bytes = ConnectionBytesHandler(timer: timer)
+            try channel.pipeline.syncOperations.addHandler(bytes)
+            let timed = NIOLoopBound((timer: timer, bytes: bytes), eventLoop: loop)
             let upgrader = NIOTypedWebSocketServerUpgrader<Negotiated>(
                 maxFrameSize: maxFrameSize,
                 shouldUpgrade: { channel, head in
                     guard let request = try? HTTPRequest(head, secure: false, splitCookie: false),
                           WebSocketEndpoint.matches(request)
                     else { return channel.eventLoop.makeSucceededFuture(nil) }
+                    // The upgrade's head arrived: checking it (the token) is not the client's time.
+                    timed.value.timer.requestReceived()
                     let promise = channel.eventLoop.makePromise(of: Result<WebSocketEndpoint.Opening, Problem>.self)
                     promise.completeWithTask {
                         do {
@@ -72,6 +80,9 @@ struct TidingsHTTPChannel: ServerChildChannel, HTTPChannelHandler {
                 upgradePipelineHandler: { channel, _ in
                     channel.eventLoop.makeCompletedFuture {
                         guard let opened = opening.value else { throw ChannelError.inappropriateOperationForState }
+                        // A stream is not timed: its keep-alives tell whether the peer is there.
+                        timed.value.timer.streamStarted()
+                        channel.pipeline.syncOperations.removeHandler(timed.value.bytes, promise: nil)
                         try webSocket.start(opened, on: channel)
                         return Negotiated.webSocket
                     }
@@ -80,6 +91,7 @@ struct TidingsHTTPChannel: ServerChildChannel, HTTPChannelHandler {
                 upgraders: [upgrader],
                 notUpgradingCompletionHandler: { channel in
                     channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(ConnectionMessagesHandler(timer: timed.value.timer))
                         try channel.pipeline.syncOperations.addHandler(HTTP1ToHTTPServerCodec(secure: false))
                         try channel.pipeline.syncOperations.addHandlers(configuration.additionalChannelHandlers())
                         try channel.pipeline.syncOperations.addHandler(

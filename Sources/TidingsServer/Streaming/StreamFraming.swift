@@ -34,6 +34,15 @@ enum StreamFraming: Sendable {
         }
     }
 
+    /// The last bytes of a stream a drain ended: an SSE stream first gets `retry: <ms>`, so the
+    /// clients of a draining instance reconnect spread out.
+    func drainGoodbye(retryMilliseconds: Int?) -> ByteBuffer {
+        guard self == .sse, let retryMilliseconds else { return goodbye(.shutdown) }
+        var bytes = SSEFrame.httpChunk(ByteBuffer(string: "retry: \(retryMilliseconds)\n\n"))
+        bytes.writeImmutableBuffer(SSEFrame.lastChunk)
+        return bytes
+    }
+
     /// A client that stopped reading still gets a goodbye (it says "resume": close code 1008);
     /// an SSE stream has nothing to say that `Last-Event-ID` does not.
     var goodbyeWhenSlow: Bool {

@@ -137,6 +137,7 @@ final class StreamSink: SubscriptionDriver, @unchecked Sendable {
                 return write(CollectionOfOne(framing.keepAlive), count: 1, to: wire)
             case .close:
                 logger.debug("stream closed: keep-alives unanswered")
+                subscription.finish(.keepAliveTimeout)
                 close(wire)
                 return false
             }
@@ -151,7 +152,9 @@ final class StreamSink: SubscriptionDriver, @unchecked Sendable {
     /// transport can still say why) a cut.
     private func end(_ reason: StreamEnd, on wire: ChannelHandlerContext) -> Bool {
         logger.debug("stream ended", metadata: ["tidings.reason": .string(reason.rawValue)])
-        return end(reason, goodbye: framing.goodbye(reason), on: wire)
+        let goodbye = reason == .shutdown
+            ? framing.drainGoodbye(retryMilliseconds: subscription.drainRetryMilliseconds) : framing.goodbye(reason)
+        return end(reason, goodbye: goodbye, on: wire)
     }
 
     private func end(_ reason: StreamEnd, goodbye: ByteBuffer, on wire: ChannelHandlerContext) -> Bool {
@@ -180,10 +183,11 @@ final class StreamSink: SubscriptionDriver, @unchecked Sendable {
     /// On the event loop: the client ended the stream (a WebSocket close, or a protocol error):
     /// `goodbye` (a close frame) goes out after what was written, then the connection closes and
     /// the stream leaves the bus.
-    func endByClient(goodbye: ByteBuffer) {
+    func endByClient(goodbye: ByteBuffer, reason: StreamEnd = .clientClosed) {
         guard let wire else { return }
-        if end(.clientClosed, goodbye: goodbye, on: wire) { wire.flush() }
-        subscription.finish(.clientClosed)
+        // First: closing the connection below ends the stream as `client_closed` otherwise.
+        subscription.finish(reason)
+        if end(reason, goodbye: goodbye, on: wire) { wire.flush() }
     }
 
     /// On the event loop, before live delivery starts: writes replayed frames through NIO; the

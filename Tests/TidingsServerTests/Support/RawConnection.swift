@@ -43,6 +43,17 @@ final class RawConnection: Sendable {
         channel.close(promise: nil)
     }
 
+    /// Upgrades to a WebSocket with `token`, then answers nothing (not even pings).
+    func upgradeToSilentWebSocket(token: String) async throws {
+        try await send(
+            "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nAuthorization: Bearer \(token)\r\n\r\n")
+        try await waitFor("101 Switching Protocols")
+    }
+
+    /// False once either side closed the connection.
+    var isOpen: Bool { channel.isActive }
+
     /// Everything received so far.
     var bytes: [UInt8] { received.bytes.withLock { $0 } }
 

@@ -19,6 +19,8 @@ struct TestServer: Sendable {
     let port: Int
     let gateway: Gateway
     let group: ServiceGroup
+    /// The admin listener's port, when the configuration asks for one.
+    var adminPort: Int?
 
     var baseURL: String { "http://127.0.0.1:\(port)" }
 
@@ -32,19 +34,27 @@ struct TestServer: Sendable {
         configuration.port = 0
         configuration.jwtSecret = secret
         configuration.publishKeys = [publishKey]
+        // Streams end at once on shutdown unless a test asks for a drain.
+        configuration.drainPeriod = .zero
         configure(&configuration)
         var logger = Logger(label: "tidings.test")
         logger.logLevel = ProcessInfo.processInfo.environment["TIDINGS_TEST_LOG"].flatMap(Logger.Level.init(rawValue:)) ?? .critical
         let (ports, portContinuation) = AsyncStream<Int>.makeStream()
-        let app = try await buildApplication(configuration: configuration, logger: logger, clock: clock) { channel in
-            portContinuation.yield(channel.localAddress?.port ?? 0)
-        }
-        let group = ServiceGroup(configuration: .init(services: [app.application], logger: logger))
+        let (adminPorts, adminContinuation) = AsyncStream<Int>.makeStream()
+        let app = try await buildApplication(
+            configuration: configuration, logger: logger, clock: clock,
+            onServerRunning: { portContinuation.yield($0.localAddress?.port ?? 0) },
+            onAdminRunning: { adminContinuation.yield($0.localAddress?.port ?? 0) })
+        let group = ServiceGroup(configuration: .init(services: app.services, logger: logger))
         return try await withThrowingTaskGroup(of: Void.self) { tasks in
             tasks.addTask { try await group.run() }
             var iterator = ports.makeAsyncIterator()
             guard let port = await iterator.next() else { throw TestFailure("server did not start") }
-            let server = TestServer(port: port, gateway: app.gateway, group: group)
+            var server = TestServer(port: port, gateway: app.gateway, group: group)
+            if configuration.adminPort != nil {
+                var admin = adminPorts.makeAsyncIterator()
+                server.adminPort = await admin.next()
+            }
             do {
                 let result = try await body(server)
                 await group.triggerGracefulShutdown()

@@ -39,19 +39,19 @@ final class WebSocketMessageHandler: ChannelInboundHandler {
             let payload = frame.unmaskedData
             let bytes = Array(payload.readableBytesView)
             guard String(validating: bytes, as: UTF8.self) != nil else {
-                sink.endByClient(goodbye: WebSocketWire.close(WebSocketWire.CloseCode.invalidPayload))
+                sink.endByClient(goodbye: WebSocketWire.close(WebSocketWire.CloseCode.invalidPayload), reason: .protocolError)
                 return
             }
             let document: JSONValue
             do {
                 document = try JSONParser.parse(bytes)
             } catch {
-                sink.endByClient(goodbye: WebSocketWire.close(WebSocketWire.CloseCode.invalidPayload))
+                sink.endByClient(goodbye: WebSocketWire.close(WebSocketWire.CloseCode.invalidPayload), reason: .protocolError)
                 return
             }
             WebSocketMessage(bytes: bytes, document: document).handle(in: session, loop: context.eventLoop)
         case .binary:
-            sink.endByClient(goodbye: WebSocketWire.close(WebSocketWire.CloseCode.unsupportedData))
+            sink.endByClient(goodbye: WebSocketWire.close(WebSocketWire.CloseCode.unsupportedData), reason: .protocolError)
         default:
             break
         }
@@ -66,6 +66,6 @@ final class WebSocketMessageHandler: ChannelInboundHandler {
         default:
             WebSocketWire.CloseCode.protocolError
         }
-        session.sink.endByClient(goodbye: WebSocketWire.close(code))
+        session.sink.endByClient(goodbye: WebSocketWire.close(code), reason: .protocolError)
     }
 }

@@ -74,6 +74,8 @@ enum WebSocketWire {
         case .slowConsumer: CloseCode.policyViolation
         case .tokenExpired: CloseCode.tokenExpired
         case .clientClosed: CloseCode.normal
+        case .keepAliveTimeout: CloseCode.goingAway
+        case .protocolError: CloseCode.protocolError
         }
     }
 }
