@@ -19,11 +19,11 @@ struct CLITests {
         var error: String
     }
 
-    /// The binary, also when Swift Testing runs from a .xctest bundle directory.
+    /// The binary, also when Swift Testing runs from inside a .xctest bundle directory.
     static var executable: URL {
         let binary = Self.binary
         if FileManager.default.fileExists(atPath: binary.path) { return binary }
-        return binary.deletingLastPathComponent().appendingPathComponent("tidings")
+        return binary.deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("tidings")
     }
 
     /// Runs the binary (or `executable`) to completion (or kills it after `timeout`).

@@ -171,12 +171,3 @@ final class StreamRecorder: ChannelInboundHandler, Sendable {
         context.fireChannelInactive()
     }
 }
-
-extension CLITests {
-    /// The `tidings` executable (Swift Testing may run from a .xctest bundle directory).
-    static var executable: URL {
-        let binary = Self.binary
-        if FileManager.default.fileExists(atPath: binary.path) { return binary }
-        return binary.deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("tidings")
-    }
-}
