@@ -61,6 +61,17 @@ struct PublishRequestTests {
         ])
     }
 
+    /// The limit counts distinct targets: a repeated name is one target (what the OpenAPI
+    /// document says; schemathesis found the document's `maxItems` on the arrays was wrong).
+    @Test func theTargetLimitCountsDistinctTargets() throws {
+        let repeated = Array(repeating: "\"0\"", count: 1_500).joined(separator: ",")
+        let request = try decode(#"{"event":"e","data":null,"topics":["# + repeated + #"]}"#)
+        #expect(request.events[0].targets == [.topic("0")])
+        let many = (0...1_000).map { "\"t\($0)\"" }.joined(separator: ",")
+        let errors = invalid(#"{"event":"e","data":null,"topics":["# + many + #"]}"#)
+        #expect(errors.map(\.detail) == ["an event has at most 1000 targets, this one has 1001"])
+    }
+
     @Test func dataKeepsNumbersExactly() throws {
         let request = try decode(#"{"event":"n","user":"1","data":[12345678901234567890123, 1.000, -0e-0]}"#)
         #expect(request.events[0].data == "[12345678901234567890123,1.000,-0e-0]")
