@@ -332,7 +332,8 @@ public struct BenchRunner: Sendable {
 
     /// Publishes sent inside the window count wherever their answers and events arrive (see
     /// `MeasurementWindow`): waits until every such request is answered and every subscriber got
-    /// its events, or the deliveries stop growing for 250 ms, or 5 s pass.
+    /// its events, or the deliveries stop growing for a second (a long-poll client's re-poll on
+    /// a loaded machine can pause them for a few hundred milliseconds), or 5 s pass.
     private func awaitStragglers(_ harness: Harness, publishers: NIOLoopBound<PublisherPool>?) async throws {
         let clock = ContinuousClock()
         let giveUp = clock.now + .seconds(5)
@@ -352,7 +353,7 @@ public struct BenchRunner: Sendable {
             if delivered != last {
                 last = delivered
                 steadySince = clock.now
-            } else if answered, clock.now - steadySince >= .milliseconds(250) {
+            } else if answered, clock.now - steadySince >= .seconds(1) {
                 return
             }
             try await Task.sleep(for: .milliseconds(20))
