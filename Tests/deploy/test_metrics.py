@@ -7,53 +7,26 @@ Run through scripts/deploy-tests.sh (it makes the venv).
 
 from __future__ import annotations
 
-import os
 import secrets
-import socket
 import subprocess
-import time
 from pathlib import Path
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-ROOT = Path(__file__).resolve().parents[2]
-BIN = os.environ.get("TIDINGS_BIN") or str(ROOT / ".build" / "debug" / "tidings")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
-
-
-def ready(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
-
+from support import BIN, answers, clean_environment, free_port, wait_for
 
 def test_the_admin_scrape_parses_as_prometheus_text_with_every_operations_family(tmp_path: Path):
     port, admin = free_port(), free_port()
     key = secrets.token_hex(16)
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("TIDINGS_") and k != "DATABASE_URL"}
     with open(tmp_path / "serve.log", "wb") as log:
         process = subprocess.Popen(
             [BIN, "serve", "--port", str(port), "--admin-port", str(admin), "--publish-key", key,
              "--jwt-secret", secrets.token_hex(32), "--drain-period", "0s"],
-            stdout=log, stderr=subprocess.STDOUT, env=environment)
+            stdout=log, stderr=subprocess.STDOUT, env=clean_environment())
     try:
         public, private = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin}"
-        wait_for(lambda: process.poll() is None and ready(f"{private}/readyz"), 30, "the admin listener")
+        wait_for(lambda: process.poll() is None and answers(f"{private}/readyz"), 30, "the admin listener")
         published = httpx.post(f"{public}/events", headers={"Authorization": f"Bearer {key}"},
                                json={"user": "42", "event": "order.updated", "data": {"n": 1}}, timeout=10)
         assert published.status_code == 202, published.text

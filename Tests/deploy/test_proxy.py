@@ -13,43 +13,20 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import ssl
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-BIN = os.environ.get("TIDINGS_BIN") or str(ROOT / ".build" / "debug" / "tidings")
+from support import BIN, ROOT, answers, clean_environment, free_port, wait_for
+
 CLUSTER_URL = os.environ.get("TIDINGS_TEST_DATABASE_URL")
 NGINX = os.environ.get("TIDINGS_NGINX", "/usr/sbin/nginx")
 STREAMS = 20
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
-
-
-def answers(url: str, **options) -> bool:
-    try:
-        return httpx.get(url, timeout=2, **options).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 class Instance:
@@ -86,10 +63,6 @@ class Instance:
                 self.process.kill()
                 self.process.wait(10)
                 raise AssertionError(f"instance on {self.port} ignored SIGTERM")
-
-
-def clean_environment() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("TIDINGS_") and k != "DATABASE_URL"}
 
 
 def site_config(listen: int, upstreams: list[int], cert: Path, key: Path) -> str:
