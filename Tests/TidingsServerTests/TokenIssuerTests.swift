@@ -416,8 +416,9 @@ struct IssuerKey: Sendable {
         }
     }
 
-    static func rsa(kid: String) async throws -> IssuerKey {
-        let key = try Insecure.RSA.PrivateKey(backing: _RSA.Signing.PrivateKey(keySize: .bits2048))
+    /// An RS256 key (`key`, or a new one).
+    static func rsa(kid: String, key: JWTKit.Insecure.RSA.PrivateKey? = nil) async throws -> IssuerKey {
+        let key = try key ?? JWTKit.Insecure.RSA.PrivateKey(backing: _RSA.Signing.PrivateKey(keySize: .bits2048))
         let (modulus, exponent) = try key.publicKey.getKeyPrimitives()
         let keys = JWTKeyCollection()
         await keys.add(rsa: key, digestAlgorithm: .sha256, kid: JWKIdentifier(string: kid))
