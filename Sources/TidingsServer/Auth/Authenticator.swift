@@ -175,7 +175,10 @@ public final class Authenticator: Sendable {
         }
         let payload: TokenPayload
         do {
-            payload = try await snapshot.collection.verify(token, as: TokenPayload.self, iteratingKeys: kid == nil)
+            // Without a kid the set knows (none, or one for the secret or public key), every key
+            // is tried; each verifies with its own algorithm whatever the header's `alg` says.
+            let known = kid.map { snapshot.kids.contains($0) } ?? false
+            payload = try await snapshot.collection.verify(token, as: TokenPayload.self, iteratingKeys: !known)
         } catch let error as JWTError {
             throw Self.rejection(error)
         } catch {

@@ -50,6 +50,10 @@ final class TokenKeys: Sendable {
 
     var snapshot: Snapshot { current.withLock { $0 } }
 
+    /// The internal kids of `--jwt-secret` and `--jwt-public-key` (a NUL no JWKS kid contains).
+    private static let secretKID = JWKIdentifier(string: "\u{0}tidings-jwt-secret")
+    private static let publicKeyKID = JWKIdentifier(string: "\u{0}tidings-jwt-public-key")
+
     /// Replaces the fetched key sets; the fixed keys stay.
     func install(fetched: [JWKS]) async throws {
         let generation = snapshot.generation + 1
@@ -59,13 +63,16 @@ final class TokenKeys: Sendable {
     }
 
     private static func makeSnapshot(secret: String?, publicKey: PublicKey?, sets: [JWKS], generation: Int) async throws -> Snapshot {
+        // The secret and the public key go in under kids of their own (no token's `kid` names
+        // them: they are not in `kids`): a token without a known kid is tried with each, so with
+        // both configured either kind of token verifies. The first is also the default key.
         let collection = JWTKeyCollection()
         if let secret {
-            await collection.add(hmac: HMACKey(from: secret), digestAlgorithm: .sha256)
+            await collection.add(hmac: HMACKey(from: secret), digestAlgorithm: .sha256, kid: Self.secretKID)
         }
         switch publicKey {
-        case .rsa(let key): await collection.add(rsa: key, digestAlgorithm: .sha256)
-        case .ecdsa(let key): await collection.add(ecdsa: key)
+        case .rsa(let key): await collection.add(rsa: key, digestAlgorithm: .sha256, kid: Self.publicKeyKID)
+        case .ecdsa(let key): await collection.add(ecdsa: key, kid: Self.publicKeyKID)
         case nil: break
         }
         var kids: Set<String> = []
