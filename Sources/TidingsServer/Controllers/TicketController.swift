@@ -22,6 +22,7 @@ public struct TicketController: Sendable {
         if let bearer = request.bearerCredential, !bearer.isEmpty {
             token = bearer
         } else if let cookie = request.tokenCookie {
+            try request.checkCookieOrigin(allowed: gateway.configuration.corsOrigins)
             token = cookie
         } else {
             throw Problem.unauthorized("a ticket needs a subscriber token: Authorization: Bearer or the tidings_token cookie")

@@ -76,6 +76,7 @@ struct StreamRequest: Sendable {
                 return Subscriber(user: grant.user, topicPatterns: grant.topics, expiresAt: grant.tokenExpiresAt)
             }
             if let cookie = request.tokenCookie {
+                try request.checkCookieOrigin(allowed: gateway.configuration.corsOrigins)
                 return try await gateway.authenticator.subscriber(token: cookie)
             }
             if let token = request.query("access_token") {
