@@ -150,9 +150,10 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
-        // Test support shared by the test targets (a proxy that loses a COMMIT); not a product.
+        // Test support shared by the test targets (a proxy that loses a COMMIT, a private cluster); not a product.
         .target(
             name: "TidingsTestSupport",
+            dependencies: ["TidingsBench", .product(name: "NIOPosix", package: "swift-nio")],
             path: "Tests/TidingsTestSupport",
             swiftSettings: swiftSettings
         ),

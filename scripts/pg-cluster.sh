@@ -2,7 +2,9 @@
 # A private PostgreSQL cluster for development and tests.
 #
 #   scripts/pg-cluster.sh start DIR PORT   create (once) and start a cluster in DIR on 127.0.0.1:PORT
-#   scripts/pg-cluster.sh stop DIR         stop it (safe when it is not running)
+#   scripts/pg-cluster.sh stop DIR [MODE]  stop it (safe when it is not running); MODE is pg_ctl's
+#                                          shutdown mode: fast (default) or immediate (a crash:
+#                                          the next start recovers from the WAL)
 #   scripts/pg-cluster.sh url DIR PORT     print the database URL of its `tidings` database
 #
 # Installs nothing (the Makefile does). The server runs as the `postgres` user (PostgreSQL
@@ -15,7 +17,7 @@ PG_BIN="${PG_BIN:-/usr/lib/postgresql/15/bin}"
 PG_USER="${PG_USER:-postgres}"
 
 usage() {
-    echo "usage: $0 start DIR PORT | stop DIR | url DIR PORT" >&2
+    echo "usage: $0 start DIR PORT | stop DIR [fast|immediate] | url DIR PORT" >&2
     exit 64
 }
 
@@ -87,10 +89,12 @@ start() {
 }
 
 stop() {
-    local dir
+    local dir mode
     dir="$(absolute "$1")"
+    mode="${2:-fast}"
+    case "$mode" in fast | immediate) ;; *) usage ;; esac
     if is_running "$dir"; then
-        as_owner "$PG_BIN/pg_ctl" -D "$dir/data" -m fast -w -t 60 stop >/dev/null
+        as_owner "$PG_BIN/pg_ctl" -D "$dir/data" -m "$mode" -w -t 60 stop >/dev/null
     fi
 }
 
@@ -101,7 +105,7 @@ url() {
 [ $# -ge 1 ] || usage
 case "$1" in
     start) [ $# -eq 3 ] || usage; start "$2" "$3" ;;
-    stop) [ $# -eq 2 ] || usage; stop "$2" ;;
+    stop) [ $# -eq 2 ] || [ $# -eq 3 ] || usage; stop "$2" "${3:-fast}" ;;
     url) [ $# -eq 3 ] || usage; url "$2" "$3" ;;
     *) usage ;;
 esac

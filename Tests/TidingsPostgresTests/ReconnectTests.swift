@@ -1,13 +1,9 @@
 import Foundation
 
-#if canImport(Glibc)
-import Glibc
-#endif
 import MetricsTestKit
-import NIOPosix
 import Testing
-import TidingsBench
 import TidingsCore
+import TidingsTestSupport
 
 @testable import TidingsPostgres
 
@@ -83,68 +79,6 @@ struct ReconnectTests {
         } catch {
             try? await cluster.stop()
             throw error
-        }
-    }
-}
-
-/// A PostgreSQL cluster of the test's own, run with `scripts/pg-cluster.sh`.
-struct PrivateCluster: Sendable {
-    let directory: String
-    let port: Int
-
-    static let script: String = {
-        let file = URL(fileURLWithPath: #filePath).resolvingSymlinksInPath()
-        return file.deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-            .appendingPathComponent("scripts/pg-cluster.sh").path
-    }()
-
-    var url: String { "postgresql://postgres@127.0.0.1:\(port)/tidings" }
-
-    static func start() async throws -> PrivateCluster {
-        let cluster = PrivateCluster(
-            directory: "/tmp/tidings-test-cluster-" + String(UInt32.random(in: 0...UInt32.max), radix: 36),
-            // Below Linux's ephemeral range (32768–60999): no client socket of the other tests
-            // can hold the port while the cluster is stopped and started again.
-            port: Int.random(in: 23000..<24000))
-        try await cluster.startAgain()
-        return cluster
-    }
-
-    func startAgain() async throws {
-        try await Self.run(["start", directory, String(port)])
-    }
-
-    func stop() async throws {
-        try await Self.run(["stop", directory])
-    }
-
-    func remove() {
-        try? FileManager.default.removeItem(atPath: directory)
-    }
-
-    struct ScriptFailed: Error {
-        var status: Int32
-    }
-
-    /// Runs the script with `posix_spawn` and `waitpid` on a pool thread (Foundation's
-    /// `Process.waitUntilExit` can hang off the main thread on Linux).
-    private static func run(_ arguments: [String]) async throws {
-        let script = script
-        try await NIOThreadPool.singleton.runIfActive {
-            let argv = (["/bin/bash", script] + arguments).map { strdup($0) } + [nil]
-            defer { argv.forEach { free($0) } }
-            var actions = posix_spawn_file_actions_t()
-            posix_spawn_file_actions_init(&actions)
-            defer { posix_spawn_file_actions_destroy(&actions) }
-            posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
-            // The PostgreSQL it restarts must not keep this process's connections open.
-            try ChildProcess.closeInheritedDescriptors(&actions)
-            var pid = pid_t()
-            let spawned = posix_spawn(&pid, "/bin/bash", &actions, nil, argv, environ)
-            guard spawned == 0 else { throw ScriptFailed(status: spawned) }
-            var status: Int32 = 0
-            while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-            guard status == 0 else { throw ScriptFailed(status: status) }
         }
     }
 }
