@@ -20,17 +20,24 @@ public struct PrivateCluster: Sendable {
 
     public var url: String { "postgresql://postgres@127.0.0.1:\(port)/tidings" }
 
-    /// Creates and starts a cluster on a random port: from `TIDINGS_TEST_PG_PORT_BASE` (the
-    /// next thousand ports) when set, else 23000–23999, below Linux's ephemeral range
-    /// (32768–60999), so no client socket of the other tests can hold the port while the
-    /// cluster is stopped and started again.
+    /// Creates and starts a cluster on a random port below Linux's ephemeral range (32768–60999),
+    /// so no client socket of the other tests can hold the port while the cluster is stopped and
+    /// started again: the thousand ports from `TIDINGS_TEST_PG_PORT_BASE` when that is low
+    /// enough, else 23000–23999. A port some other server holds is passed over (five tries).
     public static func start() async throws -> PrivateCluster {
-        let base = ProcessInfo.processInfo.environment["TIDINGS_TEST_PG_PORT_BASE"].flatMap { Int($0) } ?? 23000
-        let cluster = PrivateCluster(
-            directory: "/tmp/tidings-test-cluster-" + String(UInt32.random(in: 0...UInt32.max), radix: 36),
-            port: Int.random(in: base..<base + 1000))
-        try await cluster.startAgain()
-        return cluster
+        let given = ProcessInfo.processInfo.environment["TIDINGS_TEST_PG_PORT_BASE"].flatMap { Int($0) }
+        let base = given.flatMap { $0 >= 1024 && $0 + 1000 <= 32768 ? $0 : nil } ?? 23000
+        let directory = "/tmp/tidings-test-cluster-" + String(UInt32.random(in: 0...UInt32.max), radix: 36)
+        var attempt = 1
+        while true {
+            let cluster = PrivateCluster(directory: directory, port: Int.random(in: base..<base + 1000))
+            do {
+                try await cluster.startAgain()
+                return cluster
+            } catch is ScriptFailed where attempt < 5 {
+                attempt += 1
+            }
+        }
     }
 
     public func startAgain() async throws {
