@@ -71,7 +71,7 @@ struct WebSocketMessage {
     private static func topics(_ members: [JSONValue.Member], subscribe: Bool) -> Result<[String], Problem> {
         var problems: [PublishError.FieldError] = []
         for member in members where !envelope.contains(member.key) && member.key != "topics" {
-            problems.append(.init(pointer: "/" + member.key, detail: "unknown field; a \(subscribe ? "subscribe" : "unsubscribe") message has type, ref and topics"))
+            problems.append(.init(pointer: "/" + escapePointer(member.key), detail: "unknown field; a \(subscribe ? "subscribe" : "unsubscribe") message has type, ref and topics"))
         }
         guard case .array(let values)? = members.first(where: { $0.key == "topics" })?.value, !values.isEmpty else {
             problems.append(.init(pointer: "/topics", detail: "must be a non-empty array of topic names"))
