@@ -38,7 +38,7 @@ export SWIFT_BACKTRACE=enable=no
 
 started=$(date +%s)
 for target in $TARGETS; do
-    TIDINGS_FUZZ=1 swift build --build-path "$BUILD" --product "Fuzz$target" 2>&1 | grep -E "error|warning: .*Fuzz|Compiling Fuzz|Build complete" || true
+    TIDINGS_FUZZ=1 swift build --build-path "$BUILD" --product "Fuzz$target" 2>&1 | grep -E "error:|warning:.*Fuzz/|Build of product" || true
     [ -x "$BUILD/debug/Fuzz$target" ] || { echo "fuzz: Fuzz$target did not build" >&2; exit 1; }
 done
 echo "fuzz: built in $(($(date +%s) - started)) s"
