@@ -5,7 +5,7 @@ SHELL := /bin/bash
 PG_DIR ?= $(CURDIR)/.data/postgres
 PG_PORT ?= 55432
 
-.PHONY: help deps build run test test-browser test-deploy fuzz-api bench fmt clean db-start db-stop
+.PHONY: help deps build run test test-browser test-deploy fuzz-api fuzz bench fmt clean db-start db-stop
 
 help: ## Show every target with its description
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -30,6 +30,9 @@ test-deploy: build ## Only the proxy suite: nginx (deploy/nginx.conf, TLS, HTTP/
 
 fuzz-api: build ## Lint openapi/tidings.yaml and fuzz a live gateway with schemathesis (SCHEMATHESIS_SECONDS, default 60)
 	@scripts/api-tests.sh
+
+fuzz: deps ## Fuzz the parsers with libFuzzer + AddressSanitizer in .build-fuzz (FUZZ_SECONDS per target, default 60)
+	@scripts/fuzz.sh
 
 bench: deps ## Benchmarks: micro-benchmarks with thresholds, load scenarios vs a C floor; report in Benchmarks/results/
 	@scripts/bench.sh $(BENCH_ARGS)

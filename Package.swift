@@ -203,3 +203,41 @@ let package = Package(
         ),
     ]
 )
+
+// Fuzz targets (Fuzz/, run by `make fuzz`): they exist only when TIDINGS_FUZZ=1, so a normal
+// `swift build` or `swift test` never sees them. scripts/fuzz.sh builds them into .build-fuzz
+// with libFuzzer and AddressSanitizer; the two libraries they exercise get the same flags so
+// libFuzzer sees their coverage.
+if Context.environment["TIDINGS_FUZZ"] == "1" {
+    let fuzzFlags = ["-sanitize=fuzzer,address"]
+    for target in package.targets where ["TidingsCore", "TidingsServer"].contains(target.name) {
+        target.swiftSettings = (target.swiftSettings ?? []) + [.unsafeFlags(fuzzFlags)]
+    }
+    package.targets.append(.target(name: "CFuzzer", path: "Fuzz/CFuzzer"))
+    package.targets.append(
+        .target(
+            name: "FuzzSupport",
+            dependencies: ["CFuzzer", "TidingsCore"],
+            path: "Fuzz/FuzzSupport",
+            swiftSettings: swiftSettings + [.unsafeFlags(fuzzFlags)]
+        ))
+    for name in ["FuzzPublishBody", "FuzzSSEFrame", "FuzzCredentials", "FuzzWebSocketMessage"] {
+        package.targets.append(
+            .executableTarget(
+                name: name,
+                dependencies: [
+                    "FuzzSupport", "TidingsCore", "TidingsServer",
+                    .product(name: "Crypto", package: "swift-crypto"),
+                    .product(name: "Hummingbird", package: "hummingbird"),
+                    .product(name: "HTTPTypes", package: "swift-http-types"),
+                    .product(name: "JWTKit", package: "jwt-kit"),
+                    .product(name: "NIOCore", package: "swift-nio"),
+                ],
+                path: "Fuzz/\(name.dropFirst(4))",
+                // Not -sanitize=fuzzer here: it would turn main.swift into libFuzzer's callback.
+                swiftSettings: swiftSettings + [.unsafeFlags(["-sanitize=address"])],
+                // gold stops with an internal error on these binaries; lld links them.
+                linkerSettings: [.unsafeFlags(fuzzFlags + ["-use-ld=lld"])]
+            ))
+    }
+}

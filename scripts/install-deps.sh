@@ -2,7 +2,8 @@
 # Installs what building and testing Tidings needs and the machine lacks: libpq's headers and
 # pkg-config file (the CLibPQ system library), and the PostgreSQL 15 server for `make run` and
 # the database tests; with --browser also what the browser suite needs (Chromium, its driver, a
-# Python venv); with --deploy what the deploy tests need (nginx, openssl, systemd-analyze, a Python venv). Debian
+# Python venv); with --deploy what the deploy tests need (nginx, openssl, systemd-analyze, a Python venv);
+# with --fuzz llvm-symbolizer when the Swift toolchain has none (readable sanitizer reports). Debian
 # packages only; does nothing when everything is there.
 set -euo pipefail
 
@@ -19,6 +20,9 @@ if [ "${1:-}" = "--deploy" ]; then
     command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
     python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
     command -v python3 >/dev/null 2>&1 || need+=(python3)
+fi
+if [ "${1:-}" = "--fuzz" ]; then
+    command -v llvm-symbolizer >/dev/null 2>&1 || need+=(llvm)
 fi
 pkg-config --exists libpq 2>/dev/null || need+=(libpq-dev pkg-config)
 [ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql-15)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# `make test`: every test suite, the API description's checks (scripts/api-tests.sh) and the
-# browser suite, with a throwaway PostgreSQL cluster that is stopped and removed
-# afterwards whatever the result.
+# `make test`: every test suite, the API description's checks (scripts/api-tests.sh), the
+# browser suite and a short fuzzing run (scripts/fuzz.sh), with a throwaway PostgreSQL cluster
+# that is stopped and removed afterwards whatever the result.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -61,4 +61,9 @@ scripts/browser-tests.sh -q || browser_status=$?
 deploy_status=0
 scripts/deploy-tests.sh -q || deploy_status=$?
 [ "$status" -ne 0 ] || status=$deploy_status
+# The parsers under libFuzzer and AddressSanitizer (Fuzz/), briefly: FUZZ_SECONDS per target,
+# 10 here (`make fuzz` runs 60). A crash or a broken property fails the run.
+fuzz_status=0
+FUZZ_SECONDS="${FUZZ_SECONDS:-10}" scripts/fuzz.sh || fuzz_status=$?
+[ "$status" -ne 0 ] || status=$fuzz_status
 exit "$status"

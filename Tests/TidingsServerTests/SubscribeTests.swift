@@ -251,6 +251,21 @@ struct SubscribeTests {
         }
     }
 
+    /// Found by fuzzing (Fuzz/Credentials, from a look-alike seed): claim patterns were compared
+    /// as Swift strings, which treat canonically equivalent text as equal, so a topics claim
+    /// `K*` spelled with the Kelvin sign (U+212A) admitted the topic `Key`, and a publish claim
+    /// likewise. A pattern admits only what it spells, byte for byte.
+    @Test func claimPatternsMatchByteForByte() async throws {
+        try await TestServer.run { server in
+            let kelvin = "\u{212A}"
+            let token = try await TestServer.token(sub: "alice", topics: ["\(kelvin)*", "\(kelvin)ey"])
+            #expect(try await server.subscribe(token: token, query: "topic=Key").status == 403)
+            #expect(try await server.subscribe(token: token, query: "topic=K").status == 403)
+            let publisher = try await TestServer.token(sub: "p", publish: .patterns(["topic:\(kelvin)*"]))
+            #expect(try await server.publish(#"{"topic":"Key","event":"e","data":1}"#, credential: publisher).status == 403)
+        }
+    }
+
     @Test func topicsFollowTheTokensClaimWithPrefixes() async throws {
         try await TestServer.run { server in
             let token = try await TestServer.token(sub: "alice", topics: ["news.*", "weather"])

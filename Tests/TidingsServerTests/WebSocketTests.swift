@@ -145,6 +145,41 @@ struct WebSocketTests {
         }
     }
 
+    /// Found by fuzzing (Fuzz/WebSocketMessage): an unknown field named with '/' or '~' was
+    /// reported at a pointer that names another place (RFC 6901 writes them `~1` and `~0`).
+    @Test func errorPointersEscapeFieldNames() async throws {
+        try await TestServer.run { server in
+            let client = try await WebSocketTestClient.connect(port: server.port, token: try await TestServer.token(sub: "alice"))
+            client.send(#"{"type":"subscribe","topics":["news.eu"],"a/b":1,"c~d":2,"ref":"1"}"#)
+            let answer = try #require(try await client.nextAnswer())
+            let pointers = (answer.problem?["errors"] as? [[String: Any]])?.compactMap { $0["pointer"] as? String }
+            #expect(answer.status == 422 && answer.ref == "1")
+            #expect(pointers == ["/a~1b", "/c~0d"])
+            client.close()
+        }
+    }
+
+    /// Found by fuzzing (Fuzz/WebSocketMessage): the errors of a publish with `events` pointed
+    /// into the array as if it were the whole message (`/1/event`, which the message does not
+    /// have) instead of at `/events/1/event`.
+    @Test func batchPublishErrorsPointIntoTheMessage() async throws {
+        try await TestServer.run { server in
+            let before = try await server.gateway.store.lastIssuedID()
+            let token = try await TestServer.token(sub: "carol", publish: .all(true))
+            let writer = try await WebSocketTestClient.connect(port: server.port, token: token)
+            writer.send(#"{"type":"publish","ref":"p","events":[{"user":"bob","event":"a","data":1},{"user":"bob","event":"bad event"}]}"#)
+            let answer = try #require(try await writer.nextAnswer())
+            let pointers = (answer.problem?["errors"] as? [[String: Any]])?.compactMap { $0["pointer"] as? String }
+            #expect(answer.status == 422 && answer.ref == "p")
+            #expect(pointers == ["/events/1/event", "/events/1/data"])
+            writer.send(#"{"type":"publish","ref":"q","events":[]}"#)
+            let empty = try #require(try await writer.nextAnswer())
+            #expect((empty.problem?["errors"] as? [[String: Any]])?.compactMap { $0["pointer"] as? String } == ["/events"])
+            #expect(try await server.gateway.store.lastIssuedID() == before, "nothing stored")
+            writer.close()
+        }
+    }
+
     @Test func textThatIsNotJSONClosesWith1007AndAnOversizedMessageWith1009() async throws {
         try await TestServer.run({ $0.maxBody = 4_096 }) { server in
             let token = try await TestServer.token(sub: "alice")

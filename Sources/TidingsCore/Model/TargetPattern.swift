@@ -18,8 +18,10 @@ public struct TargetPattern: Hashable, Sendable, CustomStringConvertible {
         }
     }
 
+    /// Byte for byte: Swift's string comparison takes canonically equivalent text as equal (the
+    /// Kelvin sign U+212A as `K`), and a claim admits only what it spells.
     public func matches(_ candidate: String) -> Bool {
-        isPrefix ? candidate.hasPrefix(stem) : candidate == text
+        isPrefix ? candidate.utf8.starts(with: stem.utf8) : candidate.utf8.elementsEqual(text.utf8)
     }
 
     public var description: String { text }

@@ -72,7 +72,11 @@ public struct PublishRequest: Sendable, Equatable {
             guard case .array = batch.value else {
                 throw .invalid([.init(pointer: "/events", detail: "must be an array of events, not \(batch.value.kindName)")])
             }
-            return try decode(Array(message[batch.range]), limits: limits)
+            do {
+                return try decode(Array(message[batch.range]), limits: limits)
+            } catch {
+                throw error.located(at: "/events")
+            }
         }
         var decoder = Decoder(body: message, limits: limits, envelope: envelope)
         let event = decoder.event(document, pointer: "")
@@ -215,7 +219,7 @@ public struct PublishRequest: Sendable, Equatable {
 }
 
 /// JSON pointer escaping (RFC 6901): `~` → `~0`, `/` → `~1`.
-func escapePointer(_ token: String) -> String {
+package func escapePointer(_ token: String) -> String {
     guard token.utf8.contains(where: { $0 == UInt8(ascii: "~") || $0 == UInt8(ascii: "/") }) else { return token }
     return token.replacingOccurrences(of: "~", with: "~0").replacingOccurrences(of: "/", with: "~1")
 }
@@ -239,4 +243,14 @@ public enum PublishError: Error, Sendable, Equatable {
     case tooLarge([FieldError])
     /// Fields are missing or invalid (422).
     case invalid([FieldError])
+
+    /// The error of a document that stands at `pointer` in a larger one: its pointers made
+    /// pointers into the larger one.
+    func located(at pointer: String) -> PublishError {
+        switch self {
+        case .malformed: self
+        case .tooLarge(let errors): .tooLarge(errors.map { .init(pointer: pointer + $0.pointer, detail: $0.detail) })
+        case .invalid(let errors): .invalid(errors.map { .init(pointer: pointer + $0.pointer, detail: $0.detail) })
+        }
+    }
 }

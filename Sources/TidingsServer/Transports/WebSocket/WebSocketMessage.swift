@@ -14,40 +14,68 @@ struct WebSocketMessage {
     /// Fields of the message itself (not of a published event).
     static let envelope: Set<String> = ["type", "ref"]
 
-    /// Answers the message (on `loop`, the stream's event loop; a publish answers when stored).
-    func handle(in session: WebSocketSession, loop: any EventLoop) {
+    /// What a message asks for, read from its bytes alone (the session's rights are checked
+    /// when it is handled).
+    enum Command {
+        case subscribe(topics: [String])
+        case unsubscribe(topics: [String])
+        /// The events decoded, or why not; a token without publish rights is refused first.
+        case publish(Result<PublishRequest, PublishError>)
+    }
+
+    /// The message's `ref` (`nil` when it has none or an invalid one) and what it asks for, or
+    /// the problem that refuses it.
+    func read(maxEventBytes: Int) -> (ref: String?, command: Result<Command, Problem>) {
         guard case .object(let members) = document else {
-            return answer(.error(ref: nil, Self.invalid("", "a message must be a JSON object, not \(document.kindName)")), in: session)
+            return (nil, .failure(Self.invalid("", "a message must be a JSON object, not \(document.kindName)")))
         }
         var ref: String?
         if let value = members.first(where: { $0.key == "ref" })?.value {
             guard let text = value.stringValue, (1...64).contains(text.count) else {
-                return answer(.error(ref: nil, Self.invalid("/ref", "must be a string of 1–64 characters")), in: session)
+                return (nil, .failure(Self.invalid("/ref", "must be a string of 1–64 characters")))
             }
             ref = text
         }
         switch members.first(where: { $0.key == "type" })?.value.stringValue {
         case "subscribe":
-            answer(topics(members, in: session, subscribe: true, ref: ref), in: session)
+            return (ref, Self.topics(members, subscribe: true).map { .subscribe(topics: $0) })
         case "unsubscribe":
-            answer(topics(members, in: session, subscribe: false, ref: ref), in: session)
+            return (ref, Self.topics(members, subscribe: false).map { .unsubscribe(topics: $0) })
         case "publish":
-            publish(in: session, loop: loop, ref: ref)
+            let decoded = Result { () throws(PublishError) in
+                try PublishRequest.decode(
+                    message: bytes, document: document, envelope: Self.envelope, limits: .init(maxEventBytes: maxEventBytes))
+            }
+            return (ref, .success(.publish(decoded)))
         default:
-            answer(.error(ref: ref, Self.invalid("/type", "must be \"subscribe\", \"unsubscribe\" or \"publish\"")), in: session)
+            return (ref, .failure(Self.invalid("/type", "must be \"subscribe\", \"unsubscribe\" or \"publish\"")))
         }
     }
 
-    /// Adds or removes topics: live events from the next one on (no replay). Every topic must be
-    /// valid and, to subscribe, allowed by the token's `topics` claim; otherwise nothing changes.
-    private func topics(_ members: [JSONValue.Member], in session: WebSocketSession, subscribe: Bool, ref: String?) -> Answer {
+    /// Answers the message (on `loop`, the stream's event loop; a publish answers when stored).
+    func handle(in session: WebSocketSession, loop: any EventLoop) {
+        let (ref, command) = read(maxEventBytes: session.gateway.configuration.maxEventBytes)
+        switch command {
+        case .failure(let problem):
+            answer(.error(ref: ref, problem), in: session)
+        case .success(.subscribe(let topics)):
+            answer(change(topics, in: session, subscribe: true, ref: ref), in: session)
+        case .success(.unsubscribe(let topics)):
+            answer(change(topics, in: session, subscribe: false, ref: ref), in: session)
+        case .success(.publish(let decoded)):
+            publish(decoded, in: session, loop: loop, ref: ref)
+        }
+    }
+
+    /// The topics of a subscribe or unsubscribe message: every one valid, no other fields.
+    private static func topics(_ members: [JSONValue.Member], subscribe: Bool) -> Result<[String], Problem> {
         var problems: [PublishError.FieldError] = []
-        for member in members where !Self.envelope.contains(member.key) && member.key != "topics" {
-            problems.append(.init(pointer: "/" + member.key, detail: "unknown field; a \(subscribe ? "subscribe" : "unsubscribe") message has type, ref and topics"))
+        for member in members where !envelope.contains(member.key) && member.key != "topics" {
+            problems.append(.init(pointer: "/" + escapePointer(member.key), detail: "unknown field; a \(subscribe ? "subscribe" : "unsubscribe") message has type, ref and topics"))
         }
         guard case .array(let values)? = members.first(where: { $0.key == "topics" })?.value, !values.isEmpty else {
             problems.append(.init(pointer: "/topics", detail: "must be a non-empty array of topic names"))
-            return .error(ref: ref, Self.invalid(problems))
+            return .failure(invalid(problems))
         }
         var topics: [String] = []
         for (index, value) in values.enumerated() {
@@ -57,7 +85,13 @@ struct WebSocketMessage {
             }
             topics.append(name)
         }
-        guard problems.isEmpty else { return .error(ref: ref, Self.invalid(problems)) }
+        guard problems.isEmpty else { return .failure(invalid(problems)) }
+        return .success(topics)
+    }
+
+    /// Adds or removes topics: live events from the next one on (no replay). To subscribe, every
+    /// topic must be allowed by the token's `topics` claim; otherwise nothing changes.
+    private func change(_ topics: [String], in session: WebSocketSession, subscribe: Bool, ref: String?) -> Answer {
         let subscription = session.sink.subscription
         if subscribe {
             let denied = topics.enumerated().filter { !session.subscriber.mayRead(topic: $0.element) }
@@ -77,17 +111,14 @@ struct WebSocketMessage {
     }
 
     /// Publishes like `POST /events`, with the token's `publish` claim as the credential.
-    private func publish(in session: WebSocketSession, loop: any EventLoop, ref: String?) {
+    private func publish(_ request: Result<PublishRequest, PublishError>, in session: WebSocketSession, loop: any EventLoop, ref: String?) {
         guard let publisher = session.subscriber.publisher else {
             return answer(.error(ref: ref, Problem.forbidden("the token has no publish claim")), in: session)
         }
         let decoded: PublishRequest
-        do {
-            decoded = try PublishRequest.decode(
-                message: bytes, document: document, envelope: Self.envelope,
-                limits: .init(maxEventBytes: session.gateway.configuration.maxEventBytes))
-        } catch {
-            return answer(.error(ref: ref, Problem.publish(error)), in: session)
+        switch request {
+        case .success(let request): decoded = request
+        case .failure(let error): return answer(.error(ref: ref, Problem.publish(error)), in: session)
         }
         let controller = PublishController(gateway: session.gateway)
         session.gateway.metrics.publishRequests.increment()
