@@ -81,7 +81,13 @@ func check(_ bytes: [UInt8]) {
         if unique { fuzzCheck(fields["type"] as? String == "publish", "type \(fields["type"] ?? "nothing")") }
         switch decoded {
         case .failure(.invalid(let errors)), .failure(.tooLarge(let errors)):
-            checkPointers(errors, in: foundation, "publish")
+            // A batch answers what POST /events answers for its array: pointers into `events`.
+            if keys.contains("events") {
+                guard unique else { return }
+                checkPointers(errors, in: fields["events"] as? [Any] ?? foundation, "publish")
+            } else {
+                checkPointers(errors, in: foundation, "publish")
+            }
             checkAnswers(ref: ref, problem: Problem.publish(.invalid(errors)))
         case .failure(.malformed(let message)):
             fuzzCheck(false, "a parsed message is malformed: \(message)")

@@ -248,6 +248,15 @@ struct SubscribeTests {
             #expect(try await server.subscribe(token: wrongIssuer).status == 401)
             let noAudience = try await TestServer.token(sub: "a", issuer: "auth.example")
             #expect(try await server.subscribe(token: noAudience).status == 401)
+            // Canonically equivalent is not equal: a Kelvin sign (U+212A) for the K of an issuer or
+            // audience is another name, compared byte for byte.
+        }
+        try await TestServer.run({ $0.jwtIssuer = "auth.K"; $0.jwtAudience = "K" }) { server in
+            #expect(try await server.subscribe(token: try await TestServer.token(sub: "a", issuer: "auth.K", audience: "K")).status == 200)
+            let kelvinIssuer = try await TestServer.token(sub: "a", issuer: "auth.\u{212A}", audience: "K")
+            #expect(try await server.subscribe(token: kelvinIssuer).status == 401)
+            let kelvinAudience = try await TestServer.token(sub: "a", issuer: "auth.K", audience: "\u{212A}")
+            #expect(try await server.subscribe(token: kelvinAudience).status == 401)
         }
     }
 

@@ -157,6 +157,13 @@ def test_twenty_streams_over_one_http2_connection_survive_an_instance_restart(fo
                                check=True, capture_output=True, text=True, env=clean_environment()).stdout.strip()
         result = asyncio.run(asyncio.wait_for(
             run_streams(base, tls, token, publish_key, instances[0]), timeout=180))
+        # The cookie is honoured from a page of the proxy's own origin (its port included, which
+        # nginx must pass on in Host) and refused from another site.
+        with httpx.Client(http2=True, verify=tls, cookies={"tidings_token": token}) as client:
+            own = client.post(base + "/tickets", headers={"Origin": base})
+            other = client.post(base + "/tickets", headers={"Origin": "https://elsewhere.example"})
+        assert own.status_code == 201, own.text
+        assert other.status_code == 403, other.text
     finally:
         if nginx and nginx.poll() is None:
             nginx.terminate()

@@ -72,11 +72,9 @@ public struct PublishRequest: Sendable, Equatable {
             guard case .array = batch.value else {
                 throw .invalid([.init(pointer: "/events", detail: "must be an array of events, not \(batch.value.kindName)")])
             }
-            do {
-                return try decode(Array(message[batch.range]), limits: limits)
-            } catch {
-                throw error.located(at: "/events")
-            }
+            // The contract answers a batch with "the same problem object POST /events answers":
+            // its pointers are into the `events` array, as they would be into that body.
+            return try decode(Array(message[batch.range]), limits: limits)
         }
         var decoder = Decoder(body: message, limits: limits, envelope: envelope)
         let event = decoder.event(document, pointer: "")
@@ -244,13 +242,4 @@ public enum PublishError: Error, Sendable, Equatable {
     /// Fields are missing or invalid (422).
     case invalid([FieldError])
 
-    /// The error of a document that stands at `pointer` in a larger one: its pointers made
-    /// pointers into the larger one.
-    func located(at pointer: String) -> PublishError {
-        switch self {
-        case .malformed: self
-        case .tooLarge(let errors): .tooLarge(errors.map { .init(pointer: pointer + $0.pointer, detail: $0.detail) })
-        case .invalid(let errors): .invalid(errors.map { .init(pointer: pointer + $0.pointer, detail: $0.detail) })
-        }
-    }
 }

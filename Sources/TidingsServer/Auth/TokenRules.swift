@@ -37,7 +37,9 @@ struct TokenRules: Sendable {
         if let iat = try time(claims, "iat"), iat > now.addingTimeInterval(leeway) { throw .issuedInTheFuture }
         let iss = claims.value(at: "iss")
         if let issuer {
-            guard case .string(let value) = iss, value == issuer else { throw .wrongIssuer }
+            // Byte for byte: Swift's `==` treats canonically equivalent text (a Kelvin sign for
+            // `K`) as equal, and a name is its bytes.
+            guard case .string(let value) = iss, value.utf8.elementsEqual(issuer.utf8) else { throw .wrongIssuer }
         }
         let aud: [String]?
         switch claims.value(at: "aud") {
@@ -47,7 +49,7 @@ struct TokenRules: Sendable {
             aud = values.compactMap { if case .string(let value) = $0 { value } else { nil } }
         default: throw TokenRejection(.malformed, "its aud claim must be a string or a list of strings")
         }
-        if let audience, !(aud ?? []).contains(audience) { throw .wrongAudience }
+        if let audience, !(aud ?? []).contains(where: { $0.utf8.elementsEqual(audience.utf8) }) { throw .wrongAudience }
 
         let subject = try self.subject(claims)
         let topics: [String]?
