@@ -60,9 +60,9 @@ final class RawConnection: Sendable {
             start = end
             guard end < bytes.count else { break }
             let port = localPort
-            let deadline = ContinuousClock.now + .seconds(5)
+            let deadline = ContinuousClock.now + .seconds(20)
             while let queued = try TCPTable.receiveQueue(localPort: serverPort, remotePort: port), queued > 0 {
-                if ContinuousClock.now > deadline { throw TestFailure("the server did not read \(end) bytes within 5 s") }
+                if ContinuousClock.now > deadline { throw TestFailure("the server did not read \(end) bytes within 20 s") }
                 try await Task.sleep(for: .milliseconds(1))
             }
         }
