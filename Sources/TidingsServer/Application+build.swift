@@ -29,6 +29,21 @@ public func buildApplication(
     onServerRunning: @escaping @Sendable (any Channel) async -> Void = { _ in },
     onAdminRunning: @escaping @Sendable (any Channel) async -> Void = { _ in }
 ) async throws -> TidingsApplication {
+    try await buildApplication(
+        configuration: configuration, logger: logger, clock: clock, answersPublishInline: true,
+        onServerRunning: onServerRunning, onAdminRunning: onAdminRunning)
+}
+
+/// `buildApplication`, and whether `POST /events` may be answered on the event loop in memory
+/// mode (``InlinePublishHandler``); tests build it without, to compare the router's answers.
+func buildApplication(
+    configuration: TidingsConfiguration,
+    logger: Logger,
+    clock: any WallClock,
+    answersPublishInline: Bool,
+    onServerRunning: @escaping @Sendable (any Channel) async -> Void,
+    onAdminRunning: @escaping @Sendable (any Channel) async -> Void
+) async throws -> TidingsApplication {
     try configuration.validate()
     let registry = PrometheusCollectorRegistry()
     var metricsFactory = PrometheusMetricsFactory(registry: registry)
@@ -58,7 +73,7 @@ public func buildApplication(
         logger: logger)
     let router = buildRouter(gateway: gateway, operations: configuration.adminPort == nil)
     var http1 = HTTP1Channel.Configuration()
-    if let memory = backend.store as? MemoryEventStore {
+    if answersPublishInline, let memory = backend.store as? MemoryEventStore {
         let publisher = InlinePublisher(gateway: gateway, store: memory)
         http1.additionalChannelHandlers = { [InlinePublishHandler(publisher: publisher)] }
     }

@@ -8,12 +8,12 @@ extension Gateway {
     /// - Throws: `401` without a credential or with an unknown one, `403` for a token without
     ///   a `publish` claim (as problems).
     func publisher(of request: Request) async throws(Problem) -> Publisher {
-        guard let credential = request.bearerCredential else {
-            throw Problem.unauthorized("this needs a publisher credential: Authorization: Bearer <token or publish key>")
-        }
-        guard !credential.isEmpty else {
-            throw Problem.unauthorized("the Authorization header must be \"Bearer <token or publish key>\"")
-        }
+        try await publisher(credential: try PublishRules.credential(PublishRules.Head(request.headers)))
+    }
+
+    /// The publisher of a bearer credential.
+    /// - Throws: `401` for an unknown credential, `403` for a token without a `publish` claim.
+    func publisher(credential: String) async throws(Problem) -> Publisher {
         do {
             return try await authenticator.publisher(credential: credential)
         } catch .notAPublisher {

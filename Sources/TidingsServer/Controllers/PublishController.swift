@@ -31,48 +31,35 @@ public struct PublishController: Sendable {
     }
 
     private func handle(_ request: Request) async throws -> Response {
-        let publisher = try await gateway.publisher(of: request)
-        guard Self.isJSON(request.headers[.contentType]) else {
-            throw Problem(.unsupportedMediaType, type: "unsupported-media-type", title: "Unsupported Media Type",
-                          detail: "the body must be application/json")
-        }
-        let maxBody = gateway.configuration.maxBody
-        if let length = request.headers[.contentLength].flatMap(Int.init), length > maxBody {
-            throw Self.bodyTooLarge(maxBody)
-        }
+        // The steps of `PublishRules`, in its order (the inline path takes the same).
+        let rules = PublishRules(gateway.configuration)
+        let head = PublishRules.Head(request.headers)
+        let publisher = try await gateway.publisher(credential: try PublishRules.credential(head))
+        try rules.checkHead(head)
         let body: ByteBuffer
         do {
-            body = try await request.body.collect(upTo: maxBody)
+            body = try await request.body.collect(upTo: rules.maxBody)
         } catch is NIOTooManyBytesError {
-            throw Self.bodyTooLarge(maxBody)
+            throw Self.bodyTooLarge(rules.maxBody)
         }
-        let decoded: PublishRequest
-        do {
-            decoded = try PublishRequest.decode(
-                Array(body.readableBytesView),
-                limits: .init(maxEventBytes: gateway.configuration.maxEventBytes))
-        } catch {
-            throw Problem.publish(error)
-        }
-        let ids = try await store(decoded, by: publisher)
+        let decoded = try rules.decide(body: body, publisher: publisher)
+        let ids = try await persist(decoded, by: publisher)
         return Response(status: .accepted, headers: [.contentType: "application/json"],
                         body: .init(byteBuffer: Self.acceptedBody(ids: ids, isBatch: decoded.isBatch)))
     }
 
-    /// Stores validated events for `publisher` (`POST /events` and a WebSocket's `publish`).
+    /// Stores validated events for `publisher` (a WebSocket's `publish`).
     /// - Throws: a ``Problem``: 403 when it may not publish to every target, 503 when the store
     ///   failed (nothing stored) or the outcome of its commit is unknown.
     func store(_ decoded: PublishRequest, by publisher: Publisher) async throws -> [EventID] {
-        var denied: [PublishError.FieldError] = []
-        for (index, event) in decoded.events.enumerated() {
-            for target in event.targets where !publisher.mayPublish(to: target) {
-                let pointer = decoded.isBatch ? "/\(index)" : ""
-                denied.append(.init(pointer: pointer, detail: "this publisher may not publish to \(target)"))
-            }
-        }
-        if !denied.isEmpty {
-            throw Problem.forbidden("the credential may not publish to every target; nothing was stored", errors: denied)
-        }
+        try PublishRules.authorize(decoded, publisher: publisher)
+        return try await persist(decoded, by: publisher)
+    }
+
+    /// Stores events whose targets were checked.
+    /// - Throws: a ``Problem``: 503 when the store failed (nothing stored) or the outcome of its
+    ///   commit is unknown.
+    private func persist(_ decoded: PublishRequest, by publisher: Publisher) async throws -> [EventID] {
         do {
             return try await gateway.store.publish(decoded.events, publisher: publisher.id)
         } catch is CommitOutcomeUnknownError {

@@ -116,22 +116,21 @@ final class InlinePublishHandler: ChannelDuplexHandler, RemovableChannelHandler 
     }
 }
 
-/// What the inline path checks and does: the same rules as `PublishController`, for the
+/// What the inline path checks and does: the steps of ``PublishRules`` (the router's), for the
 /// requests it can answer without suspending.
 struct InlinePublisher: Sendable {
     static let serverName = "tidings"
 
     let gateway: Gateway
     let store: MemoryEventStore
-    let maxBody: Int
-    private let limits: PublishRequest.Limits
+    let rules: PublishRules
+    var maxBody: Int { rules.maxBody }
     private let checksOrigin: Bool
 
     init(gateway: Gateway, store: MemoryEventStore) {
         self.gateway = gateway
         self.store = store
-        self.maxBody = gateway.configuration.maxBody
-        self.limits = .init(maxEventBytes: gateway.configuration.maxEventBytes)
+        self.rules = PublishRules(gateway.configuration)
         self.checksOrigin = !gateway.configuration.corsOrigins.isEmpty
     }
 
@@ -141,36 +140,27 @@ struct InlinePublisher: Sendable {
     ///   connection that publishes with one credential has it checked once.
     func accepts(_ head: HTTPRequest, remembered: inout (credential: String, publisher: Publisher)?) -> Publisher? {
         guard head.method == .post, head.path == "/events" else { return nil }
-        var contentType: String?
-        var authorization: String?
-        for field in head.headerFields {
-            switch field.name {
-            case .contentType:
-                guard contentType == nil else { return nil }
-                contentType = field.value
-            case .authorization:
-                guard authorization == nil else { return nil }
-                authorization = field.value
-            case .contentLength:
-                guard let bytes = Int(field.value), bytes <= maxBody else { return nil }
-            case .connection, .expect:
-                return nil
-            case .origin where checksOrigin:
-                return nil
-            default:
-                continue
-            }
-        }
-        guard PublishController.isJSON(contentType),
-            let credential = HTTPFields.bearerCredential(authorization), !credential.isEmpty
+        let fields = PublishRules.Head(head.headerFields)
+        // Only the router serves `Connection` (it may close), `Expect` (an interim answer) and
+        // CORS requests.
+        guard !fields.hasConnectionOrExpect, !(checksOrigin && fields.hasOrigin),
+            let credential = try? PublishRules.credential(fields)
         else { return nil }
+        let publisher: Publisher
         if let remembered, Authenticator.constantTimeEqual(remembered.credential.utf8, credential.utf8),
             remembered.publisher.expiresAt.map({ $0 > gateway.authenticator.clock.now() }) ?? true
         {
-            return remembered.publisher
+            publisher = remembered.publisher
+        } else {
+            guard let known = gateway.authenticator.knownPublisher(credential: credential) else { return nil }
+            remembered = (credential, known)
+            publisher = known
         }
-        guard let publisher = gateway.authenticator.knownPublisher(credential: credential) else { return nil }
-        remembered = (credential, publisher)
+        do {
+            try rules.checkHead(fields)
+        } catch {
+            return nil
+        }
         return publisher
     }
 
@@ -179,11 +169,7 @@ struct InlinePublisher: Sendable {
     func publish(body: ByteBuffer?, from publisher: Publisher) -> ByteBuffer? {
         let started = ContinuousClock.now
         defer { gateway.metrics.recordPublishDuration(since: started) }
-        let bytes = body.map { Array($0.readableBytesView) } ?? []
-        guard let decoded = try? PublishRequest.decode(bytes, limits: limits) else { return nil }
-        for event in decoded.events {
-            for target in event.targets where !publisher.mayPublish(to: target) { return nil }
-        }
+        guard let decoded = try? rules.decide(body: body, publisher: publisher) else { return nil }
         gateway.metrics.publishRequests.increment()
         gateway.inlinePublishes.add(1, ordering: .relaxed)
         let ids = store.publishNow(decoded.events, publisher: publisher.id)

@@ -48,7 +48,8 @@ struct TidingsHTTPChannel: ServerChildChannel, HTTPChannelHandler {
             let timer = ConnectionTimer(timeouts: timeouts, channel: channel, logger: logger)
             let bytes = ConnectionBytesHandler(timer: timer)
             try channel.pipeline.syncOperations.addHandler(bytes)
-            let timed = NIOLoopBound((timer: timer, bytes: bytes), eventLoop: loop)
+            let malformed = MalformedRequestHandler()
+            let timed = NIOLoopBound((timer: timer, bytes: bytes, malformed: malformed), eventLoop: loop)
             let upgrader = NIOTypedWebSocketServerUpgrader<Negotiated>(
                 maxFrameSize: maxFrameSize,
                 shouldUpgrade: { channel, head in
@@ -83,6 +84,7 @@ struct TidingsHTTPChannel: ServerChildChannel, HTTPChannelHandler {
                         // A stream is not timed: its keep-alives tell whether the peer is there.
                         timed.value.timer.streamStarted()
                         channel.pipeline.syncOperations.removeHandler(timed.value.bytes, promise: nil)
+                        channel.pipeline.syncOperations.removeHandler(timed.value.malformed, promise: nil)
                         try webSocket.start(opened, on: channel)
                         return Negotiated.webSocket
                     }
@@ -104,12 +106,15 @@ struct TidingsHTTPChannel: ServerChildChannel, HTTPChannelHandler {
                 })
             var pipeline = NIOUpgradableHTTPServerPipelineConfiguration<Negotiated>(upgradeConfiguration: upgrade)
             pipeline.enablePipelining = false  // Hummingbird serves requests in order itself
-            pipeline.enableErrorHandling = false  // Hummingbird handles errors
+            pipeline.enableErrorHandling = false  // MalformedRequestHandler and Hummingbird do
             pipeline.enableResponseHeaderValidation = false  // HTTP types validate already
             pipeline.decoderConfiguration.maxHeaderFieldSize = configuration.httpDecoder.maxHeaderFieldSize
             pipeline.decoderConfiguration.maxHeaderListSize = configuration.httpDecoder.maxHeaderListSize
             pipeline.decoderConfiguration.maxHeaderFieldCount = configuration.httpDecoder.maxHeaderFieldCount
             let negotiated = try channel.pipeline.syncOperations.configureUpgradableHTTPServerPipeline(configuration: pipeline)
+            // Right behind the parser: it answers what the parser refuses, for every request.
+            let decoder = try channel.pipeline.syncOperations.context(handlerType: ByteToMessageHandler<HTTPRequestDecoder>.self)
+            try channel.pipeline.syncOperations.addHandler(malformed, position: .after(decoder.handler))
             return Value(negotiated: negotiated, channel: channel)
         }
     }

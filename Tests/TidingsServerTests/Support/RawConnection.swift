@@ -39,6 +39,38 @@ final class RawConnection: Sendable {
         }
     }
 
+    /// Sends `bytes` as they are.
+    func send(bytes: [UInt8]) async throws {
+        try await channel.writeAndFlush(ByteBuffer(bytes: bytes)).get()
+    }
+
+    /// Sends `bytes` in the parts `splits` cut them into (offsets, ascending), each part only once
+    /// the server has read everything before it (its socket's receive queue is empty), so the
+    /// server meets the request in exactly these pieces. Stops when the server closed the
+    /// connection (an answer to a refused request may close it before all is sent).
+    func send(bytes: [UInt8], splitAt splits: [Int], serverPort: Int) async throws {
+        var start = 0
+        for end in splits + [bytes.count] where end > start {
+            guard isOpen else { return }
+            do {
+                try await send(bytes: Array(bytes[start..<end]))
+            } catch where !isOpen {
+                return
+            }
+            start = end
+            guard end < bytes.count else { break }
+            let port = localPort
+            let deadline = ContinuousClock.now + .seconds(20)
+            while let queued = try TCPTable.receiveQueue(localPort: serverPort, remotePort: port), queued > 0 {
+                if ContinuousClock.now > deadline { throw TestFailure("the server did not read \(end) bytes within 20 s") }
+                try await Task.sleep(for: .milliseconds(1))
+            }
+        }
+    }
+
+    /// The client side's port.
+    var localPort: Int { channel.localAddress?.port ?? 0 }
+
     func close() {
         channel.close(promise: nil)
     }

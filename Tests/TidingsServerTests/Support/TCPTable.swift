@@ -7,17 +7,33 @@ enum TCPTable {
     /// The state (`ESTABLISHED`, `FIN_WAIT1`, …) of the socket on 127.0.0.1:`localPort` connected
     /// to 127.0.0.1:`remotePort`; `nil` when there is none.
     static func state(localPort: Int, remotePort: Int) throws -> String? {
+        try row(localPort: localPort, remotePort: remotePort).map { names[String($0[3])] ?? String($0[3]) }
+    }
+
+    /// The bytes that arrived on the socket on 127.0.0.1:`localPort` from 127.0.0.1:`remotePort`
+    /// and that its owner has not read yet; `nil` when there is no such socket.
+    static func receiveQueue(localPort: Int, remotePort: Int) throws -> Int? {
+        // tx_queue:rx_queue, in hex
+        try row(localPort: localPort, remotePort: remotePort).flatMap { $0[4].split(separator: ":").last.flatMap { Int($0, radix: 16) } }
+    }
+
+    /// The sockets on 127.0.0.1:`localPort` that are open (`ESTABLISHED` or `CLOSE_WAIT`).
+    static func openSockets(localPort: Int) throws -> Int {
+        try rows().filter { port($0[1]) == localPort && isOpen(names[String($0[3])]) }.count
+    }
+
+    private static func row(localPort: Int, remotePort: Int) throws -> [Substring]? {
+        try rows().first { port($0[1]) == localPort && port($0[2]) == remotePort }
+    }
+
+    /// Every socket's fields: sl local_address rem_address st tx_queue:rx_queue …
+    private static func rows() throws -> [[Substring]] {
         // Read to the end: a /proc file has no size for a plain read to go by.
         let file = try FileHandle(forReadingFrom: URL(fileURLWithPath: "/proc/net/tcp"))
         defer { try? file.close() }
         let table = String(decoding: try file.readToEnd() ?? Data(), as: UTF8.self)
-        for line in table.split(separator: "\n").dropFirst() {
-            // sl local_address rem_address st …, addresses as hex IP:port
-            let fields = line.split(separator: " ")
-            guard fields.count > 3, port(fields[1]) == localPort, port(fields[2]) == remotePort else { continue }
-            return names[String(fields[3])] ?? String(fields[3])
-        }
-        return nil
+        // Addresses as hex IP:port.
+        return table.split(separator: "\n").dropFirst().map { $0.split(separator: " ") }.filter { $0.count > 4 }
     }
 
     /// True while the socket's owner has not closed it (the peer may have).

@@ -9,7 +9,7 @@ import ServiceLifecycle
 import Synchronization
 import Testing
 import TidingsCore
-import TidingsServer
+@testable import TidingsServer
 
 /// A real gateway on a free loopback port, for one test.
 struct TestServer: Sendable {
@@ -25,8 +25,11 @@ struct TestServer: Sendable {
     var baseURL: String { "http://127.0.0.1:\(port)" }
 
     /// Runs `body` against a fresh server; shuts it down afterwards whatever happens.
+    /// - Parameter inlinePublish: false to have every `POST /events` answered by the router (in
+    ///   memory mode the inline path answers the valid ones).
     static func run<T: Sendable>(
         clock: any WallClock = SystemClock(),
+        inlinePublish: Bool = true,
         _ configure: (inout TidingsConfiguration) -> Void = { _ in },
         _ body: @Sendable (TestServer) async throws -> T
     ) async throws -> T {
@@ -42,7 +45,7 @@ struct TestServer: Sendable {
         let (ports, portContinuation) = AsyncStream<Int>.makeStream()
         let (adminPorts, adminContinuation) = AsyncStream<Int>.makeStream()
         let app = try await buildApplication(
-            configuration: configuration, logger: logger, clock: clock,
+            configuration: configuration, logger: logger, clock: clock, answersPublishInline: inlinePublish,
             onServerRunning: { portContinuation.yield($0.localAddress?.port ?? 0) },
             onAdminRunning: { adminContinuation.yield($0.localAddress?.port ?? 0) })
         let group = ServiceGroup(configuration: .init(services: app.services, logger: logger))
