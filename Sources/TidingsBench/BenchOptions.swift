@@ -54,6 +54,15 @@ public struct BenchOptions: Sendable {
     /// bounds (right after the CPU samples), e.g. to sample the database; it must be quick.
     public var windowHook: String?
 
+    /// Soak: short-lived streams opened (and closed again) per second.
+    public var churnPerSecond = 1_000
+    /// Soak: slow subscribers kept running at any time.
+    public var slowClients = 8
+    /// Soak: tracked streams closed and resumed with their last id, per second.
+    public var resumesPerSecond = 5.0
+    /// Soak: topics the tracked streams and the publisher spread over.
+    public var soakTopics = 4
+
     public init(scenario: Scenario, endpoint: Endpoint) {
         self.scenario = scenario
         self.endpoint = endpoint
@@ -74,6 +83,13 @@ public struct BenchOptions: Sendable {
             subscribers = 1
             rate = 0
             publishConnections = 1
+        case .soak:
+            subscribers = 400
+            rate = 200
+            publishConnections = 1
+            duration = .seconds(600)
+            warmup = .seconds(30)
+            payloadBytes = 512
         }
     }
 }
