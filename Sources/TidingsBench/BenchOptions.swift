@@ -62,6 +62,9 @@ public struct BenchOptions: Sendable {
     public var resumesPerSecond = 5.0
     /// Soak: topics the tracked streams and the publisher spread over.
     public var soakTopics = 4
+    /// Soak: the `timeout` of the long polls. A waiting poll whose client left holds its socket
+    /// until then, so the server settles at least this long (plus 2 s) before it is sampled.
+    public var pollTimeout: Duration = .seconds(25)
 
     public init(scenario: Scenario, endpoint: Endpoint) {
         self.scenario = scenario

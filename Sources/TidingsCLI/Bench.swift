@@ -87,6 +87,8 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "Soak: short-lived streams opened and closed per second.") var churn = 1_000
     @Option(help: "Soak: slow subscribers running at any time.") var slowClients = 8
     @Option(help: "Soak: tracked streams closed and resumed with Last-Event-ID per second.") var resumes = 5.0
+    @Option(help: "Soak: the long polls' timeout; the server settles at least this long before it is sampled.")
+    var pollTimeout = DurationArgument(.seconds(25))
     @Option(help: "Event-loop threads of the load generator.") var threads = 1
     @Flag(help: "Do not reopen streams the server ends.") var noReconnect = false
     @Option(help: "A shell command run as `<command> start` and `<command> end` at the measurement window's bounds (e.g. to sample a database).")
@@ -178,6 +180,7 @@ struct Bench: AsyncParsableCommand {
         options.churnPerSecond = churn
         options.slowClients = slowClients
         options.resumesPerSecond = resumes
+        options.pollTimeout = pollTimeout.duration
         options.rampPerSecond = ramp
         options.settle = settle.duration
         options.missed = missed

@@ -175,12 +175,13 @@ struct BenchCommandTests {
 
     @Test func aShortSoakOfASpawnedGatewayPassesItsChecks() async throws {
         // A few seconds of everything `make soak` does: churn, resumes, slow clients (a queue of
-        // 20 and 1 KB events, so they are disconnected within the run), steady publishing.
+        // 20 and 1 KB events, so they are disconnected within the run), steady publishing; polls
+        // wait 2 s at most, so the server settles in 4 s.
         let run = try await CLITests.run(
             [
                 "bench", "soak", "--spawn", "--warmup", "3s", "--duration", "5s", "--connections", "40", "--churn", "200",
                 "--slow-clients", "2", "--resumes", "10", "--rate", "100", "--payload", "1000", "--server-arg=--max-queue=20",
-                "--json", "--quiet",
+                "--poll-timeout", "2s", "--json", "--quiet",
             ], timeout: 120)
         #expect(run.status == 0, "\(run.output.suffix(3000)) \(run.error.suffix(2000))")
         let report = try #require(try JSONSerialization.jsonObject(with: Data(run.output.utf8)) as? [String: Any])

@@ -370,12 +370,14 @@ public struct SoakRunner: Sendable {
 
     // MARK: - Settling and sampling
 
-    /// Waits until the server's descriptor count holds still for 2 s (at most 30 s) with the
-    /// load stopped, then samples it.
+    /// Waits until the server's descriptor count holds still for 2 s with the load stopped, and
+    /// at least the polls' timeout plus 2 s (a waiting long poll whose client left keeps its
+    /// socket until its timeout), at most that plus 30 s; then samples it.
     private func settle(_ harness: Harness) async throws -> ResourceCheck.Sample? {
         guard let pid = options.serverPID else { return nil }
         let clock = ContinuousClock()
-        let giveUp = clock.now + .seconds(30)
+        let earliest = clock.now + options.pollTimeout + .seconds(2)
+        let giveUp = earliest + .seconds(30)
         var last = -1
         var steadySince = clock.now
         while clock.now < giveUp {
@@ -383,7 +385,7 @@ public struct SoakRunner: Sendable {
             if count != last {
                 last = count
                 steadySince = clock.now
-            } else if clock.now - steadySince >= .seconds(2) {
+            } else if clock.now - steadySince >= .seconds(2), clock.now >= earliest {
                 break
             }
             try await Task.sleep(for: .milliseconds(100))
@@ -427,8 +429,9 @@ public struct SoakRunner: Sendable {
     }
 
     private func spec(user: String, topic: String, transport: Transport) async throws -> SubscriberSpec {
-        SubscriberSpec(
-            path: transport.path(topic: topic), token: try await credentials.subscriberToken(user: user, topics: [topic]), transport: transport)
+        let seconds = max(1, Int(options.pollTimeout.components.seconds))
+        return SubscriberSpec(
+            path: transport.path(topic: topic).replacingOccurrences(of: "timeout=25s", with: "timeout=\(seconds)s"), token: try await credentials.subscriberToken(user: user, topics: [topic]), transport: transport)
     }
 
     private static func errors(_ lifetime: LoadCounters) -> [String: Int] {
