@@ -5,10 +5,10 @@ SHELL := /bin/bash
 PG_DIR ?= $(CURDIR)/.data/postgres
 PG_PORT ?= 55432
 
-.PHONY: help deps build run test test-browser test-deploy fuzz-api fuzz bench fmt clean db-start db-stop
+.PHONY: help deps build run test test-browser test-deploy test-sanitize fuzz-api fuzz bench soak fmt clean db-start db-stop
 
 help: ## Show every target with its description
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 deps: ## Install missing system packages (libpq-dev, PostgreSQL 15) with apt-get
 	@scripts/install-deps.sh
@@ -28,6 +28,9 @@ test-browser: build ## Only the real-browser suite (Chromium + Selenium); screen
 test-deploy: build ## Only the proxy suite: nginx (deploy/nginx.conf, TLS, HTTP/2) before two instances
 	@scripts/deploy-tests.sh
 
+test-sanitize: deps ## The Swift suites under ThreadSanitizer, then AddressSanitizer (.build-tsan, .build-asan; slow)
+	@scripts/test-sanitize.sh
+
 fuzz-api: build ## Lint openapi/tidings.yaml and fuzz a live gateway with schemathesis (SCHEMATHESIS_SECONDS, default 60)
 	@scripts/api-tests.sh
 
@@ -36,6 +39,9 @@ fuzz: deps ## Fuzz the parsers with libFuzzer + AddressSanitizer in .build-fuzz 
 
 bench: deps ## Benchmarks: micro-benchmarks with thresholds, load scenarios vs a C floor; report in Benchmarks/results/
 	@scripts/bench.sh $(BENCH_ARGS)
+
+soak: deps ## Soak a spawned gateway (SOAK_SECONDS, default 600; SOAK_MODE=postgres): memory, fds, every event once
+	@scripts/soak.sh
 
 fmt: ## Format Sources and Tests with swift format
 	swift format --in-place --recursive Sources Tests Package.swift
@@ -47,4 +53,4 @@ db-stop: ## Stop the private development PostgreSQL
 	@scripts/pg-cluster.sh stop $(PG_DIR)
 
 clean: db-stop ## Remove build output and local data
-	rm -rf .build .data
+	rm -rf .build .build-tsan .build-asan .data

@@ -54,6 +54,18 @@ public struct BenchOptions: Sendable {
     /// bounds (right after the CPU samples), e.g. to sample the database; it must be quick.
     public var windowHook: String?
 
+    /// Soak: short-lived streams opened (and closed again) per second.
+    public var churnPerSecond = 1_000
+    /// Soak: slow subscribers kept running at any time.
+    public var slowClients = 8
+    /// Soak: tracked streams closed and resumed with their last id, per second.
+    public var resumesPerSecond = 5.0
+    /// Soak: topics the tracked streams and the publisher spread over.
+    public var soakTopics = 4
+    /// Soak: the `timeout` of the long polls. A waiting poll whose client left holds its socket
+    /// until then, so the server settles at least this long (plus 2 s) before it is sampled.
+    public var pollTimeout: Duration = .seconds(25)
+
     public init(scenario: Scenario, endpoint: Endpoint) {
         self.scenario = scenario
         self.endpoint = endpoint
@@ -74,6 +86,13 @@ public struct BenchOptions: Sendable {
             subscribers = 1
             rate = 0
             publishConnections = 1
+        case .soak:
+            subscribers = 400
+            rate = 200
+            publishConnections = 1
+            duration = .seconds(600)
+            warmup = .seconds(30)
+            payloadBytes = 512
         }
     }
 }

@@ -44,6 +44,8 @@ public struct BenchRunner: Sendable {
                 report = try await idle(harness)
             case .replay:
                 report = try await replay(harness)
+            case .soak:
+                throw BenchError("the soak scenario runs with SoakRunner")
             }
             await harness.close(publishers: nil)
             await harness.shutdown()

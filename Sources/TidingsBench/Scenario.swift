@@ -8,4 +8,7 @@ public enum Scenario: String, Sendable, CaseIterable, Codable {
     case idle
     /// Reconnect with Last-Event-ID after M missed events.
     case replay
+    /// Minutes of churn, slow clients and resumes: memory and descriptors come back, every
+    /// stream holds every event once, in order.
+    case soak
 }

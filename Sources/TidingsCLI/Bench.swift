@@ -7,7 +7,7 @@ import TidingsServer
 
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Load-test a gateway: fan-out, point-to-point, idle streams or replay.",
+        abstract: "Load-test a gateway: fan-out, point-to-point, idle streams, replay, or a soak.",
         discussion: """
             Scenarios:
               fanout   --connections subscribers on one topic, a publisher at --rate events/s
@@ -17,6 +17,12 @@ struct Bench: AsyncParsableCommand {
               idle     --connections idle streams (default 10000); server memory per connection.
               replay   reconnect with Last-Event-ID after --missed events (default 999); the time
                        until the last one arrives, over --iterations reconnects.
+              soak     --duration (default 600s, after a --warmup of 30s) of --churn short-lived
+                       streams a second (default 1000), --connections tracked streams (400) with
+                       random resumes, --slow-clients slow subscribers (8) and --rate events/s
+                       (200); fails unless the server's RSS and descriptors come back and every
+                       stream holds every event once, in order. With --spawn in memory mode the
+                       server gets --memory-max-events and --max-queue=100 sized for the run.
 
             --transport picks how the streams connect: sse (GET /events, the default), ws (GET /ws,
             one JSON text frame per event, server pings answered) or poll (GET /poll?timeout=25s on a
@@ -38,9 +44,10 @@ struct Bench: AsyncParsableCommand {
               tidings bench fanout --spawn --transport ws --server-cpu 0 --load-cpu 1
               tidings bench idle --spawn --transport ws --connections 10000
               tidings bench replay --spawn --missed 999 --background 99000
+              tidings bench soak --spawn --duration 60s
             """)
 
-    @Argument(help: "fanout, users, idle or replay.") var scenario: String
+    @Argument(help: "fanout, users, idle, replay or soak.") var scenario: String
 
     @Option(
         help: """
@@ -70,13 +77,18 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "Extra bytes of padding in each event's data.") var payload = 0
     @Option(help: "How the streams connect: sse, ws (WebSocket) or poll (long polling).") var transport = "sse"
     @Option(help: "Topic of the fanout, idle and replay scenarios.") var topic = "bench"
-    @Option(help: "Length of the measurement window.") var duration = DurationArgument(.seconds(10))
-    @Option(help: "Load before the window starts.") var warmup = DurationArgument(.seconds(2))
+    @Option(help: "Length of the measurement window (soak: of the soak; default 10s, soak 600s).") var duration: DurationArgument?
+    @Option(help: "Load before the window starts (default 2s, soak 30s).") var warmup: DurationArgument?
     @Option(help: "New connections per second while opening streams.") var ramp = 2_000
     @Option(help: "Idle: wait after the last stream opened before measuring.") var settle = DurationArgument(.seconds(3))
     @Option(help: "Replay: events missed while disconnected.") var missed = 999
     @Option(help: "Replay: reconnects to time.") var iterations = 20
     @Option(help: "Replay: events published to another topic first (fills the store).") var background = 0
+    @Option(help: "Soak: short-lived streams opened and closed per second.") var churn = 1_000
+    @Option(help: "Soak: slow subscribers running at any time.") var slowClients = 8
+    @Option(help: "Soak: tracked streams closed and resumed with Last-Event-ID per second.") var resumes = 5.0
+    @Option(help: "Soak: the long polls' timeout; the server settles at least this long before it is sampled.")
+    var pollTimeout = DurationArgument(.seconds(25))
     @Option(help: "Event-loop threads of the load generator.") var threads = 1
     @Flag(help: "Do not reopen streams the server ends.") var noReconnect = false
     @Option(help: "A shell command run as `<command> start` and `<command> end` at the measurement window's bounds (e.g. to sample a database).")
@@ -108,6 +120,7 @@ struct Bench: AsyncParsableCommand {
         if scenario != .idle, !spawn, spawnCommand == nil, jwtSecret == nil, subscriberToken == nil {
             throw ValidationError("give --jwt-secret, --subscriber-token, or --spawn")
         }
+        guard churn >= 1, slowClients >= 0, resumes >= 0 else { throw ValidationError("--churn must be at least 1, --slow-clients and --resumes 0 or more") }
         if let loadCpu, Self.cpuList(loadCpu) == nil { throw ValidationError("--load-cpu must be a list like 1 or 0,1") }
     }
 
@@ -137,7 +150,7 @@ struct Bench: AsyncParsableCommand {
             let command = serverCpuPrefix() + [
                 binary, "serve", "--host", "127.0.0.1", "--port", "\(port)", "--jwt-secret", secret,
                 "--publish-key", publishKey, "--log-level", "warning",
-            ] + serverArg
+            ] + serverArg + (scenario == .soak ? soakServerArguments() : [])
             server = try await start(command, port: port, logger: logger)
             endpoint = Endpoint(host: "127.0.0.1", port: port)
             streamEndpoints = [endpoint]
@@ -162,8 +175,12 @@ struct Bench: AsyncParsableCommand {
         options.payloadBytes = payload
         options.topic = topic
         options.transport = Transport(rawValue: transport)!
-        options.duration = duration.duration
-        options.warmup = warmup.duration
+        if let duration { options.duration = duration.duration }
+        if let warmup { options.warmup = warmup.duration }
+        options.churnPerSecond = churn
+        options.slowClients = slowClients
+        options.resumesPerSecond = resumes
+        options.pollTimeout = pollTimeout.duration
         options.rampPerSecond = ramp
         options.settle = settle.duration
         options.missed = missed
@@ -176,6 +193,10 @@ struct Bench: AsyncParsableCommand {
         options.loadCPU = loadCpu
         options.windowHook = windowHook
 
+        if scenario == .soak {
+            try await soak(options, credentials: credentials, server: server, logger: logger)
+            return
+        }
         let runner = BenchRunner(
             options: options, credentials: credentials, pinLoadTo: loadCpu.flatMap(Self.cpuList), logger: logger)
         let report: BenchReport
@@ -196,6 +217,40 @@ struct Bench: AsyncParsableCommand {
             await server.stop()
         }
         print(json ? report.json() : report.humanReadable())
+    }
+
+    private func soak(_ options: BenchOptions, credentials: any BenchCredentials, server: SpawnedServer?, logger: Logger) async throws {
+        let report: SoakReport
+        do {
+            report = try await SoakRunner(options: options, credentials: credentials, logger: logger).run()
+        } catch {
+            if let server { await server.stop() }
+            FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+            throw ExitCode(ExitCodes.failure)
+        }
+        if let server {
+            if !server.isRunning {
+                FileHandle.standardError.write(Data("warning: the server exited during the soak; its log:\n\(server.logTail())\n".utf8))
+            }
+            await server.stop()
+        }
+        print(json ? report.json() : report.humanReadable())
+        if !report.passed { throw ExitCode(ExitCodes.failure) }
+    }
+
+    /// What a spawned server gets for a soak unless `--server-arg` says otherwise: a small
+    /// `--max-queue`, so slow clients are disconnected within seconds, and in memory mode a
+    /// `--memory-max-events` the warm-up fills (a warm-up's worth of history, 30 s by default),
+    /// so the store's own growth ends before the warmed-up sample.
+    private func soakServerArguments() -> [String] {
+        let given = Set(serverArg.map { String($0.split(separator: "=", maxSplits: 1)[0]) })
+        var arguments: [String] = []
+        if !given.contains("--max-queue") { arguments.append("--max-queue=100") }
+        if !given.contains("--database-url"), !given.contains("--memory-max-events") {
+            let warmup = Double((warmup?.duration ?? .seconds(30)).components.seconds)
+            arguments.append("--memory-max-events=\(max(1_000, Int((rate ?? 200) * warmup)))")
+        }
+        return arguments
     }
 
     /// The `--url` values, or the default gateway.

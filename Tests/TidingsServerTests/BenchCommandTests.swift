@@ -173,6 +173,34 @@ struct BenchCommandTests {
         #expect(perConnection > 0 && perConnection < 1_048_576, "\(perConnection) bytes per stream")
     }
 
+    @Test func aShortSoakOfASpawnedGatewayPassesItsChecks() async throws {
+        // A few seconds of everything `make soak` does: churn, resumes, slow clients (a queue of
+        // 20 and 1 KB events, so they are disconnected within the run), steady publishing; polls
+        // wait 2 s at most, so the server settles in 4 s.
+        let run = try await CLITests.run(
+            [
+                "bench", "soak", "--spawn", "--warmup", "3s", "--duration", "5s", "--connections", "40", "--churn", "200",
+                "--slow-clients", "2", "--resumes", "10", "--rate", "100", "--payload", "1000", "--server-arg=--max-queue=20",
+                "--poll-timeout", "2s", "--json", "--quiet",
+            ], timeout: 120)
+        #expect(run.status == 0, "\(run.output.suffix(3000)) \(run.error.suffix(2000))")
+        let report = try #require(try JSONSerialization.jsonObject(with: Data(run.output.utf8)) as? [String: Any])
+        #expect(report["passed"] as? Bool == true, "\(report["problems"] ?? "")")
+        #expect(try #require(number(report, "connections.churnOpened")) >= 300, "about 200/s for 8 s")
+        #expect(try #require(number(report, "connections.resumes")) >= 10)
+        #expect(try #require(number(report, "connections.slowClientsDisconnected")) >= 1, "a slow client was disconnected")
+        #expect(try #require(number(report, "connections.slowClientsResumed")) >= 1)
+        #expect(number(report, "connections.trackedOpened") == 40)
+        #expect(try #require(number(report, "publishing.accepted")) >= 400, "about 100/s for 8 s")
+        #expect(try #require(number(report, "delivery.totals.events")) > 1_000)
+        #expect(number(report, "delivery.totals.missing") == 0)
+        #expect(number(report, "delivery.totals.duplicates") == 0)
+        #expect(number(report, "resources.leakedDescriptors") == 0)
+        #expect(report["resources"].flatMap { ($0 as? [String: Any])?["rssBack"] as? Bool } == true)
+        #expect(try #require(number(report, "resources.end.descriptors")) > 0, "the server's descriptors were counted")
+        #expect(try #require(number(report, "resources.end.rssBytes")) > 0)
+    }
+
     @Test func theSpawnedServersSecretsStayOutOfTheLog() async throws {
         let secret = "9f2c4e6a8b0d1f3e5a7c9e1b3d5f7a9c"
         let run = try await CLITests.run(

@@ -226,6 +226,20 @@ struct WebSocketTests {
         #expect(try await client.closed() == .goingAway)
     }
 
+    @Test func aClientThatDropsTheConnectionWithoutACloseFrameLeavesAtOnce() async throws {
+        // An app killed, a laptop lid closed: the TCP connection ends (FIN) with no close frame.
+        // The stream and its descriptor must go when the FIN arrives, not at the next ping
+        // (--keepalive, 15 s): the soak saw hundreds of such sockets held in CLOSE-WAIT.
+        try await TestServer.run { server in
+            let token = try await TestServer.token(sub: "alice")
+            let connection = try await RawConnection.connect(port: server.port)
+            try await connection.upgradeToSilentWebSocket(token: token)
+            try await eventually("subscribed") { server.gateway.bus.subscriptionCount == 1 }
+            connection.close()
+            try await eventually("the stream left the bus", timeout: .seconds(5)) { server.gateway.bus.subscriptionCount == 0 }
+        }
+    }
+
     @Test func aSlowConsumerIsClosedWith1008AndResumesWithNothingLost() async throws {
         try await TestServer.run({ $0.maxQueue = 5 }) { server in
             let token = try await TestServer.token(sub: "alice")

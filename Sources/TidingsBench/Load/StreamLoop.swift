@@ -237,6 +237,12 @@ final class StreamLoop: @unchecked Sendable {
         teardown(fd)
     }
 
+    /// True while stream `index` is open (its response head came and it has not ended).
+    func isOpen(index: Int) -> Bool {
+        guard let fd = live[index] else { return false }
+        return slots[Int(fd)].isOpen
+    }
+
     /// Runs `action` on this thread after `nanoseconds`.
     func schedule(in nanoseconds: UInt64, _ action: @escaping () -> Void) {
         let deadline = MeasurementWindow.now + nanoseconds

@@ -144,6 +144,8 @@ extension BenchReport {
             lines.append("idle — \(settings.subscribers) idle streams\(over)")
         case .replay:
             lines.append("replay\(over) — reconnect with the last id after \(replay?.missed ?? 0) missed events")
+        case .soak:
+            lines.append("soak (see SoakReport)")
         }
         lines.append("  target      \(label) at \(target)\(settings.serverCPU.map { ", server on CPU \($0)" } ?? "")\(settings.loadCPU.map { ", load on CPU \($0)" } ?? "")")
         var connected =

@@ -39,6 +39,12 @@ public struct ProcessSample: Sendable {
         return ProcessSample(cpuSeconds: (utime + stime) / ticks, rssBytes: rss, threads: threads, takenAt: takenAt)
     }
 
+    /// How many descriptors process `pid` has open (the entries of `/proc/PID/fd`); `nil` when
+    /// it cannot be read.
+    public static func descriptors(pid: Int32) -> Int? {
+        (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd"))?.count
+    }
+
     /// This process.
     public static func current() -> ProcessSample? {
         read(pid: getpid())

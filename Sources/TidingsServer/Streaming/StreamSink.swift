@@ -433,6 +433,16 @@ private final class WireHandler: ChannelDuplexHandler, RemovableChannelHandler {
         context.fireChannelInactive()
     }
 
+    /// The client ended its side (a FIN, where the channel allows half-closure, as a WebSocket's
+    /// does): it will send nothing more, not even a pong, so the stream is over. Without this
+    /// the socket stayed in CLOSE-WAIT until the next ping found it gone.
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let event = event as? ChannelEvent, event == .inputClosed {
+            context.close(promise: nil)
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
     /// Writes of the transport's handlers (a protocol error's close frame) count like the sink's
     /// own, so a direct write never overtakes them.
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {

@@ -28,7 +28,8 @@ struct DrainTests {
 
             // A long poll waiting after the last event.
             let auth = [("Authorization", "Bearer \(token)")]
-            let waiting = Task { try await server.request(.GET, "/poll?last_event_id=\(published.last!)&timeout=30s", headers: auth) }
+            let last = published.last!
+            let waiting = Task { try await server.request(.GET, "/poll?last_event_id=\(last)&timeout=30s", headers: auth) }
             try await eventually("the poll waits") { server.gateway.bus.subscriptionCount == 6 }
             let expected = published
             let signalled = ContinuousClock.now

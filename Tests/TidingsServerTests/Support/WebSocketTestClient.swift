@@ -40,8 +40,9 @@ final class WebSocketTestClient: Sendable {
     /// Connects and waits for the upgrade. Throws when the server refused it.
     static func connect(port: Int, query: String = "", token: String?, answerPings: Bool = true) async throws -> WebSocketTestClient {
         let client = WebSocketTestClient()
-        var headers = HTTPFields()
-        if let token { headers[.authorization] = "Bearer \(token)" }
+        var fields = HTTPFields()
+        if let token { fields[.authorization] = "Bearer \(token)" }
+        let headers = fields  // a constant: the connecting task below captures it
         let url = "ws://127.0.0.1:\(port)/ws\(query.isEmpty ? "" : "?" + query)"
         let outbound = client.outbound
         let task = Task {
