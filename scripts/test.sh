@@ -28,10 +28,10 @@ status=0
 # Three passes, so that on two cores the suites that measure time (group commit, the bench
 # tool, shutdown) do not share the machine with everything else: the core and PostgreSQL
 # suites, then the server suites, then the load tests (2,000 streams to a spawned gateway, 500
-# slow connections) and the database failures (a private cluster stopped for
-# TIDINGS_TEST_DB_OUTAGE_SECONDS, default 30, killed and crashed under steady publishing) on
-# their own.
-HEAVY="DrainProcessTests|ConnectionTimeoutTests|PostgresFailureTests"
+# slow connections), the database failures (a private cluster stopped for
+# TIDINGS_TEST_DB_OUTAGE_SECONDS, default 30, killed and crashed under steady publishing) and
+# the two publish paths compared on generated requests split at every byte, on their own.
+HEAVY="DrainProcessTests|ConnectionTimeoutTests|PostgresFailureTests|PublishPathsAgreeTests"
 if [ "$#" -eq 0 ]; then
     : >"$LOG"
     swift test --skip-build --filter "TidingsCoreTests|TidingsPostgresTests" >>"$LOG" 2>&1 || status=$?
@@ -61,6 +61,16 @@ scripts/browser-tests.sh -q || browser_status=$?
 deploy_status=0
 scripts/deploy-tests.sh -q || deploy_status=$?
 [ "$status" -ne 0 ] || status=$deploy_status
+# A one-minute soak (`make soak` runs ten): churn, slow clients, resumes and steady publishing
+# against a spawned gateway; memory and descriptors must come back, every stream hold every
+# event once, in order.
+soak_status=0
+SOAK_SECONDS="${SOAK_SECONDS:-60}" SOAK_WARMUP="${SOAK_WARMUP:-20}" scripts/soak.sh >"${LOG%.log}-soak.log" 2>&1 \
+    || soak_status=$?
+if [ "$soak_status" -ne 0 ]; then echo "---- soak failed (log: ${LOG%.log}-soak.log) ----"; tail -n 40 "${LOG%.log}-soak.log"; fi
+grep -E "^soak|passed|failed" "${LOG%.log}-soak.log" | tail -n 3 || true
+[ "$status" -ne 0 ] || status=$soak_status
+
 # The parsers under libFuzzer and AddressSanitizer (Fuzz/), briefly: FUZZ_SECONDS per target,
 # 10 here (`make fuzz` runs 60). A crash or a broken property fails the run.
 fuzz_status=0
