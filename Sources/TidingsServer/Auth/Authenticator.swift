@@ -173,12 +173,20 @@ public final class Authenticator: Sendable {
             }
             guard snapshot.kids.contains(kid) || snapshot.fixedAlgorithms.contains(header.alg ?? "") else { throw .unknownKey }
         }
+        let known = kid.map { snapshot.kids.contains($0) } ?? false
+        if !known, snapshot.fixedKeys[header.alg ?? ""] == nil, snapshot.kids.isEmpty { throw .badSignature }
         let payload: TokenPayload
         do {
             // Without a kid the set knows (none, or one for the secret or public key), every key
             // is tried; each verifies with its own algorithm whatever the header's `alg` says.
-            let known = kid.map { snapshot.kids.contains($0) } ?? false
-            payload = try await snapshot.collection.verify(token, as: TokenPayload.self, iteratingKeys: !known)
+            // A token with no known kid is verified by the fixed key of its header's `alg` alone
+            // (found by fuzzing: `{"alg":"none"}` over an HMAC of the secret was accepted); with
+            // no such key and no key set, nothing can verify it.
+            if !known, let fixed = snapshot.fixedKeys[header.alg ?? ""] {
+                payload = try await fixed.verify(token, as: TokenPayload.self, iteratingKeys: true)
+            } else {
+                payload = try await snapshot.collection.verify(token, as: TokenPayload.self, iteratingKeys: !known)
+            }
         } catch let error as JWTError {
             throw Self.rejection(error)
         } catch {

@@ -15,6 +15,9 @@ final class TokenKeys: Sendable {
         /// The algorithms of the secret and public key, which have no `kid`: a token naming an
         /// unknown `kid` with one of these algorithms is tried with them.
         let fixedAlgorithms: Set<String>
+        /// The secret and the public key, each alone, by the algorithm it verifies: a token that
+        /// names no known `kid` is verified by the one key its header's `alg` names.
+        let fixedKeys: [String: JWTKeyCollection]
         /// Counts the changes of the key set: a token verified with an older generation is verified again.
         let generation: Int
     }
@@ -42,7 +45,7 @@ final class TokenKeys: Sendable {
             publicKey = nil
         }
         fileKeys = try configuration.jwksJSON.map { try JSONDecoder().decode(JWKS.self, from: Data($0.utf8)) }
-        let fixed = Snapshot(collection: JWTKeyCollection(), kids: [], fixedAlgorithms: [], generation: 0)
+        let fixed = Snapshot(collection: JWTKeyCollection(), kids: [], fixedAlgorithms: [], fixedKeys: [:], generation: 0)
         current = Mutex(fixed)
         let first = try await Self.makeSnapshot(secret: secret, publicKey: publicKey, sets: fileKeys.map { [$0] } ?? [], generation: 0)
         current.withLock { $0 = first }
@@ -76,16 +79,20 @@ final class TokenKeys: Sendable {
         case nil: break
         }
         var kids: Set<String> = []
-        var fixedAlgorithms: Set<String> = secret == nil ? [] : ["HS256"]
+        var fixedKeys: [String: JWTKeyCollection] = [:]
+        if let secret {
+            fixedKeys["HS256"] = await JWTKeyCollection().add(hmac: HMACKey(from: secret), digestAlgorithm: .sha256, kid: Self.secretKID)
+        }
         switch publicKey {
-        case .rsa: fixedAlgorithms.insert("RS256")
-        case .ecdsa: fixedAlgorithms.insert("ES256")
+        case .rsa(let key): fixedKeys["RS256"] = await JWTKeyCollection().add(rsa: key, digestAlgorithm: .sha256, kid: Self.publicKeyKID)
+        case .ecdsa(let key): fixedKeys["ES256"] = await JWTKeyCollection().add(ecdsa: key, kid: Self.publicKeyKID)
         case nil: break
         }
+        let fixedAlgorithms = Set(fixedKeys.keys)
         for set in sets {
             try await collection.add(jwks: set)
             kids.formUnion(set.keys.compactMap { $0.keyIdentifier?.string })
         }
-        return Snapshot(collection: collection, kids: kids, fixedAlgorithms: fixedAlgorithms, generation: generation)
+        return Snapshot(collection: collection, kids: kids, fixedAlgorithms: fixedAlgorithms, fixedKeys: fixedKeys, generation: generation)
     }
 }
