@@ -38,6 +38,14 @@ struct AuthAttackTests {
                         let token = ForgedToken.make(header: header, payload: claims, signature: signature)
                         try await Self.refuse(server, token, reason: "bad_signature", detail: "signature does not verify", "\(name) \(alg)")
                     }
+                    // Found by fuzzing (Fuzz/Credentials): a header that says `none` (or
+                    // another algorithm) over a true HMAC of the secret is still refused.
+                    if name == "secret" {
+                        for claimed in [alg, "RS256", "HS512"] {
+                            let signed = ForgedToken.hs256(header: #"{"alg":"\#(claimed)","typ":"JWT"}"#, payload: claims, secret: Array(TestServer.secret.utf8))
+                            try await Self.refuse(server, signed, reason: "bad_signature", detail: "signature does not verify", "\(name) \(claimed) over an HMAC")
+                        }
+                    }
                     // Two parts only: no signature part at all.
                     let bare = ForgedToken.base64URL(header) + "." + ForgedToken.base64URL(claims)
                     let before = try await Self.failures(server)
