@@ -9,6 +9,13 @@ public protocol EventStore: Sendable {
     /// first id is returned.
     func publish(_ events: [NewEvent], publisher: String) async throws -> [EventID]
 
+    /// `publish` for a caller that must not suspend (an event loop): `completion` is called
+    /// once, with the ids or the error `publish` would throw, on whichever thread finished the
+    /// work — possibly before this returns.
+    func publish(
+        _ events: [NewEvent], publisher: String,
+        completion: @escaping @Sendable (Result<[EventID], any Error>) -> Void)
+
     /// Retained events of any of `targets` with `after < id <= through`, in id order, at most
     /// `limit` of them, and what history has lost.
     func replay(targets: Set<Target>, after: EventID, through: EventID, limit: Int) async throws -> ReplayPage
@@ -19,6 +26,22 @@ public protocol EventStore: Sendable {
 
     /// The highest id issued so far (also to a transaction that is still open or rolled back).
     func lastIssuedID() async throws -> EventID
+}
+
+extension EventStore {
+    /// A task runs `publish`: for stores with nothing better.
+    public func publish(
+        _ events: [NewEvent], publisher: String,
+        completion: @escaping @Sendable (Result<[EventID], any Error>) -> Void
+    ) {
+        Task {
+            do {
+                completion(.success(try await publish(events, publisher: publisher)))
+            } catch {
+                completion(.failure(error))
+            }
+        }
+    }
 }
 
 /// One page of replay.

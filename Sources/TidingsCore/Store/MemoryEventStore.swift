@@ -80,6 +80,13 @@ public final class MemoryEventStore: EventStore {
         publishNow(events, publisher: publisher)
     }
 
+    public func publish(
+        _ events: [NewEvent], publisher: String,
+        completion: @escaping @Sendable (Result<[EventID], any Error>) -> Void
+    ) {
+        completion(.success(publishNow(events, publisher: publisher)))
+    }
+
     /// `publish` without suspension.
     public func publishNow(_ events: [NewEvent], publisher: String) -> [EventID] {
         let now = clock.now()

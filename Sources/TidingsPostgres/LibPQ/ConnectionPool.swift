@@ -36,20 +36,23 @@ final class ConnectionPool: Sendable {
     /// Runs `body` with a connection on a pool thread.
     func withConnection<T: Sendable>(_ body: @escaping @Sendable (PGConnection) throws -> T) async throws -> T {
         do {
-            return try await threads.runIfActive { [self] in
-                let connection = try checkOut()
-                do {
-                    let value = try body(connection)
-                    checkIn(connection)
-                    return value
-                } catch {
-                    checkIn(connection)
-                    throw error
-                }
-            }
+            return try await threads.runIfActive { [self] in try withConnectionHere(body) }
         } catch is NIOThreadPoolError.ThreadPoolInactive {
             throw PostgresError(.shutDown)
         }
+    }
+
+    /// Runs `body` on a pool thread, where it may block and use ``withConnectionHere(_:)``;
+    /// `body(false)` instead, on no particular thread, once the pool is shut down.
+    func submit(_ body: @escaping @Sendable (_ active: Bool) -> Void) {
+        threads.submit { state in body(state == .active) }
+    }
+
+    /// `withConnection` for code already running on a pool thread (``submit(_:)``).
+    func withConnectionHere<T>(_ body: (PGConnection) throws -> T) throws -> T {
+        let connection = try checkOut()
+        defer { checkIn(connection) }
+        return try body(connection)
     }
 
     /// Closes every connection and stops the threads. `PQfinish` blocks (it says goodbye to the

@@ -3,6 +3,12 @@ import Metrics
 import Synchronization
 import TidingsCore
 
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// Events in PostgreSQL: `tidings.events`.
 ///
 /// `publish` returns after COMMIT; the listener, not the store, delivers to the bus.
@@ -71,18 +77,30 @@ public final class PostgresEventStore: EventStore {
     /// A request waiting for its group's outcome.
     struct Waiter: Sendable {
         var request: PublishEntry
-        var answer: CheckedContinuation<Result<[EventID], any Error>, Never>
+        var answer: @Sendable (Result<[EventID], any Error>) -> Void
     }
 
     public func publish(_ events: [NewEvent], publisher: String) async throws -> [EventID] {
-        guard !events.isEmpty else { return [] }
-        let request = PublishEntry(events: events, publisher: publisher)
-        let size = GroupCommitSize(events: events.count, bytes: request.dataBytes)
         let result = await withCheckedContinuation { (answer: CheckedContinuation<Result<[EventID], any Error>, Never>) in
-            let group = queue.withLock { $0.enqueue(Waiter(request: request, answer: answer), size: size) }
-            if let group { startSlot(with: group) }
+            publish(events, publisher: publisher) { answer.resume(returning: $0) }
         }
         return try result.get()
+    }
+
+    /// `completion` runs on a pool thread (or, for no events, at once): whoever awaits the
+    /// answer — a task, an event loop — is woken once, by the thread that committed.
+    public func publish(
+        _ events: [NewEvent], publisher: String,
+        completion: @escaping @Sendable (Result<[EventID], any Error>) -> Void
+    ) {
+        guard !events.isEmpty else {
+            completion(.success([]))
+            return
+        }
+        let request = PublishEntry(events: events, publisher: publisher)
+        let size = GroupCommitSize(events: events.count, bytes: request.dataBytes)
+        let group = queue.withLock { $0.enqueue(Waiter(request: request, answer: completion), size: size) }
+        if let group { startSlot(with: group) }
     }
 
     /// Requests waiting and publish transactions running (for tests).
@@ -90,17 +108,21 @@ public final class PostgresEventStore: EventStore {
         queue.withLock { ($0.queued, $0.inFlight) }
     }
 
-    /// Runs groups on one transaction slot until nothing waits. In a task of its own: the group
-    /// belongs to all its requests, so no request's cancellation may cut it short.
+    /// Runs groups on one transaction slot until nothing waits, on a pool thread: no task and
+    /// no hop between the group's transactions. The group belongs to all its requests, so no
+    /// request's cancellation cuts it short. Once the pool is shut down every waiting request
+    /// is answered with ``PostgresError/Code/shutDown``.
     private func startSlot(with group: [Waiter]) {
-        Task {
+        pool.submit { [self] active in
             var group = group
             while true {
-                let results = await self.run(group.map(\.request))
+                let results = active
+                    ? run(group.map(\.request))
+                    : group.map { _ in .failure(PostgresError(.shutDown)) }
                 // The slot is free (or has its next group) before the answers go: a publisher
                 // that sends its next request at once finds it free, not busy.
-                let next = self.queue.withLock { $0.finished() }
-                for (waiter, result) in zip(group, results) { waiter.answer.resume(returning: result) }
+                let next = queue.withLock { $0.finished() }
+                for (waiter, result) in zip(group, results) { waiter.answer(result) }
                 guard let next else { return }
                 group = next
             }
@@ -109,9 +131,9 @@ public final class PostgresEventStore: EventStore {
 
     /// Each request's outcome: all in one transaction, or, when that fails for anything but the
     /// connection (some request's data was rejected), each request alone.
-    private func run(_ requests: [PublishEntry]) async -> [Result<[EventID], any Error>] {
+    private func run(_ requests: [PublishEntry]) -> [Result<[EventID], any Error>] {
         do {
-            return try await commit(requests).ids.map { .success($0) }
+            return try commit(requests).ids.map { .success($0) }
         } catch let error as PostgresError where requests.count > 1 && error.isRequestError {
             logger.notice(
                 "publish group failed, its requests run one by one",
@@ -123,7 +145,7 @@ public final class PostgresEventStore: EventStore {
             var results: [Result<[EventID], any Error>] = []
             for request in requests {
                 do {
-                    results.append(.success(try await commit([request]).ids[0]))
+                    results.append(.success(try commit([request]).ids[0]))
                 } catch {
                     results.append(.failure(error))
                 }
@@ -136,27 +158,27 @@ public final class PostgresEventStore: EventStore {
 
     /// One transaction for `requests`, with the lost-connection cases handled: lost before it
     /// began, one retry; lost at COMMIT, the server is asked.
-    private func commit(_ requests: [PublishEntry]) async throws -> GroupResult {
+    private func commit(_ requests: [PublishEntry]) throws -> GroupResult {
         let retentionSeconds = String(retention.seconds)
         let result: GroupResult
         do {
             do {
-                result = try await commitOnce(requests, retentionSeconds: retentionSeconds)
+                result = try commitOnce(requests, retentionSeconds: retentionSeconds)
             } catch is LostBeforeTransaction {
                 // The connection died before the transaction began (the server restarted since it
                 // was last used): nothing was sent, so one retry on a fresh connection is safe.
-                result = try await commitOnce(requests, retentionSeconds: retentionSeconds)
+                result = try commitOnce(requests, retentionSeconds: retentionSeconds)
             }
         } catch let lost as LostAtCommit {
-            result = try await outcome(of: lost)
+            result = try outcome(of: lost)
         }
         transactions.increment()
         if result.stored > 0 { published.increment(by: result.stored) }
         return result
     }
 
-    private func commitOnce(_ requests: [PublishEntry], retentionSeconds: String) async throws -> GroupResult {
-        try await pool.withConnection { (connection: PGConnection) throws -> GroupResult in
+    private func commitOnce(_ requests: [PublishEntry], retentionSeconds: String) throws -> GroupResult {
+        try pool.withConnectionHere { connection in
             try Self.publish(requests, retentionSeconds: retentionSeconds, on: connection)
         }
     }
@@ -164,14 +186,14 @@ public final class PostgresEventStore: EventStore {
     /// The connection was lost while COMMIT was on its way: the transaction may have committed.
     /// A fresh connection asks the server (`pg_xact_status`): the ids if it committed, "nothing
     /// stored" if it aborted, ``CommitOutcomeUnknownError`` if that cannot be known — the same
-    /// answer for every request of the group.
-    private func outcome(of lost: LostAtCommit) async throws -> GroupResult {
+    /// answer for every request of the group. Blocks its pool thread while it asks again.
+    private func outcome(of lost: LostAtCommit) throws -> GroupResult {
         let clock = ContinuousClock()
         let deadline = clock.now + commitOutcomeWait
         while true {
             let status: String?
             do {
-                status = try await pool.withConnection { connection in
+                status = try pool.withConnectionHere { connection in
                     try connection.query("SELECT pg_xact_status($1::xid8)", [lost.transactionID]).single(orMore: false)
                         .optionalString(0)
                 }
@@ -185,7 +207,7 @@ public final class PostgresEventStore: EventStore {
                 throw lost.underlying
             case "in progress" where clock.now < deadline:
                 // The server has not noticed the lost connection yet.
-                try await Task.sleep(for: .milliseconds(20))
+                usleep(20_000)
             default:
                 throw CommitOutcomeUnknownError()
             }
