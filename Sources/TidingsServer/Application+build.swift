@@ -34,8 +34,8 @@ public func buildApplication(
         onServerRunning: onServerRunning, onAdminRunning: onAdminRunning)
 }
 
-/// `buildApplication`, and whether `POST /events` may be answered on the event loop in memory
-/// mode (``InlinePublishHandler``); tests build it without, to compare the router's answers.
+/// `buildApplication`, and whether `POST /events` may be answered by the event loop
+/// (``InlinePublishHandler``); tests build it without, to compare the router's answers.
 func buildApplication(
     configuration: TidingsConfiguration,
     logger: Logger,
@@ -73,8 +73,8 @@ func buildApplication(
         logger: logger)
     let router = buildRouter(gateway: gateway, operations: configuration.adminPort == nil)
     var http1 = HTTP1Channel.Configuration()
-    if answersPublishInline, let memory = backend.store as? MemoryEventStore {
-        let publisher = InlinePublisher(gateway: gateway, store: memory)
+    if answersPublishInline {
+        let publisher = InlinePublisher(gateway: gateway)
         http1.additionalChannelHandlers = { [InlinePublishHandler(publisher: publisher)] }
     }
     let connection = http1

@@ -62,13 +62,19 @@ public struct PublishController: Sendable {
     private func persist(_ decoded: PublishRequest, by publisher: Publisher) async throws -> [EventID] {
         do {
             return try await gateway.store.publish(decoded.events, publisher: publisher.id)
-        } catch is CommitOutcomeUnknownError {
-            gateway.logger.error("publish outcome unknown: the database connection was lost during COMMIT")
-            throw Problem.outcomeUnknown
         } catch {
-            gateway.logger.error("publish failed", metadata: ["error.type": "\(String(reflecting: type(of: error)))", "error": "\(error)"])
-            throw Problem.unavailable("the event store is unavailable; nothing was stored, retry later", retryAfter: 2)
+            throw Self.problem(storing: error, logger: gateway.logger)
         }
+    }
+
+    /// The answer to a store that failed, logged: 503, nothing stored or the outcome unknown.
+    static func problem(storing error: any Error, logger: Logger) -> Problem {
+        if error is CommitOutcomeUnknownError {
+            logger.error("publish outcome unknown: the database connection was lost during COMMIT")
+            return Problem.outcomeUnknown
+        }
+        logger.error("publish failed", metadata: ["error.type": "\(String(reflecting: type(of: error)))", "error": "\(error)"])
+        return Problem.unavailable("the event store is unavailable; nothing was stored, retry later", retryAfter: 2)
     }
 
     /// The 202 body: `{"id":"…"}` for one event, `{"ids":[…]}` for a batch.

@@ -25,8 +25,8 @@ struct TestServer: Sendable {
     var baseURL: String { "http://127.0.0.1:\(port)" }
 
     /// Runs `body` against a fresh server; shuts it down afterwards whatever happens.
-    /// - Parameter inlinePublish: false to have every `POST /events` answered by the router (in
-    ///   memory mode the inline path answers the valid ones).
+    /// - Parameter inlinePublish: false to have every `POST /events` answered by the router (else
+    ///   the inline path answers the valid ones).
     static func run<T: Sendable>(
         clock: any WallClock = SystemClock(),
         inlinePublish: Bool = true,
