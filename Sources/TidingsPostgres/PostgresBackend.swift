@@ -63,7 +63,11 @@ public final class PostgresBackend: ReadinessSource {
         let parameters = ConnectionParameters(url: configuration.url)
         let pool = ConnectionPool(
             parameters: parameters, size: configuration.poolSize, logger: logger,
-            roundTrips: Counter(label: "tidings_database_round_trips_total", dimensions: [("connection", "pool")], factory: factory))
+            roundTrips: Counter(label: "tidings_database_round_trips_total", dimensions: [("connection", "pool")], factory: factory),
+            // Publishes commit synchronously whatever the database's default: an asynchronous
+            // commit lost in a crash would re-issue ids that listeners already delivered. Set
+            // once per session, not once per transaction.
+            sessionSetup: "SET synchronous_commit = on")
         let horizon: EventID
         do {
             horizon = try await pool.withConnection { connection in

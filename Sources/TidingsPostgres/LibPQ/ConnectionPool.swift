@@ -23,11 +23,14 @@ final class ConnectionPool: Sendable {
     private let idle = Mutex<[PGConnection]>([])
     private let logger: Logger
     private let roundTrips: Counter?
+    /// Run once on each new connection, before its first use.
+    private let sessionSetup: String?
 
-    init(parameters: ConnectionParameters, size: Int, logger: Logger, roundTrips: Counter? = nil) {
+    init(parameters: ConnectionParameters, size: Int, logger: Logger, roundTrips: Counter? = nil, sessionSetup: String? = nil) {
         self.parameters = parameters
         self.logger = logger
         self.roundTrips = roundTrips
+        self.sessionSetup = sessionSetup
         self.size = max(1, size)
         self.threads = NIOThreadPool(numberOfThreads: self.size)
         threads.start()
@@ -75,6 +78,14 @@ final class ConnectionPool: Sendable {
             connection.close()
         }
         let connection = try PGConnection.connect(parameters, logger: logger)
+        if let sessionSetup {
+            do {
+                try connection.execute(sessionSetup)
+            } catch {
+                connection.close()
+                throw error
+            }
+        }
         connection.roundTrips = roundTrips
         return connection
     }

@@ -37,9 +37,8 @@ extension PostgresEventStore {
         var event: Int
     }
 
-    /// `BEGIN` with a synchronous commit (an asynchronous one lost in a crash would re-issue ids
-    /// that listeners already delivered), taking the transaction id before any event id (see
-    /// DeliveryOrder), in one round trip. With `takingIDs` above zero the same round trip takes
+    /// `BEGIN` (the pool's sessions commit synchronously: see PostgresBackend), taking the
+    /// transaction id before any event id (see DeliveryOrder), in one round trip. With `takingIDs` above zero the same round trip takes
     /// that many event ids (`take_event_ids` takes the order lock first). Returns the
     /// transaction id, to ask for the outcome if COMMIT is lost, and the ids.
     private static func begin(on connection: PGConnection, takingIDs count: Int) throws -> (transactionID: String, ids: [EventID]) {
@@ -47,7 +46,7 @@ extension PostgresEventStore {
         do {
             let ids = count > 0 ? "tidings.take_event_ids(\(count))::text" : "NULL"
             let row = try connection.execute(
-                "BEGIN; SET LOCAL synchronous_commit = on; SELECT pg_current_xact_id()::text, \(ids)"
+                "BEGIN; SELECT pg_current_xact_id()::text, \(ids)"
             ).single()
             return (try row.string(0), count > 0 ? try Self.ids(fromArray: try row.string(1), count: count) : [])
         } catch {
