@@ -20,6 +20,10 @@ final class PGConnection: @unchecked Sendable {
     private var closed = false
     /// Counts this connection's round trips (`tidings_database_round_trips_total`), when set.
     var roundTrips: Counter?
+    /// The statements prepared on this session, by their SQL: parsed and planned once, not at
+    /// every run (a statement of the publish path or the listener's read runs thousands of
+    /// times a second).
+    private var preparedNames: [String: String] = [:]
 
     private init(handle: OpaquePointer, notices: Unmanaged<NoticeSink>) {
         self.handle = handle
@@ -108,6 +112,16 @@ final class PGConnection: @unchecked Sendable {
         return try consume(result)
     }
 
+    /// `query`, with the statement prepared on this session the first time it runs (in the same
+    /// round trip) and only executed afterwards.
+    @discardableResult
+    func queryPrepared(_ sql: String, _ parameters: [String?] = []) throws(PostgresError) -> PGRows {
+        guard let rows = try pipeline([Statement(sql: sql, parameters: parameters, prepared: true)]).first else {
+            throw PostgresError(.unexpectedResult)
+        }
+        return rows
+    }
+
     /// Runs one or more statements without parameters (simple query protocol); returns the
     /// rows of the last one.
     @discardableResult
@@ -120,6 +134,14 @@ final class PGConnection: @unchecked Sendable {
     struct Statement {
         var sql: String
         var parameters: [String?] = []
+        /// Prepared on the session the first time (in the same pipeline), then only executed.
+        var prepared = false
+    }
+
+    /// What a pipeline sent, in order: each sends one result.
+    private enum Sent {
+        case prepare(name: String, sql: String)
+        case statement
     }
 
     /// Sends `statements` at once and reads their answers: one round trip (libpq's pipeline
@@ -130,21 +152,40 @@ final class PGConnection: @unchecked Sendable {
     func pipeline(_ statements: [Statement]) throws(PostgresError) -> [PGRows] {
         guard PQenterPipelineMode(handle) == 1 else { throw failure(.queryFailed) }
         roundTrips?.increment()
+        var sent: [Sent] = []
+        var preparing: [String: String] = [:]
         for statement in statements {
+            var name: String?
+            if statement.prepared {
+                if let known = preparedNames[statement.sql] ?? preparing[statement.sql] {
+                    name = known
+                } else {
+                    let new = "tidings_\(preparedNames.count + preparing.count)"
+                    guard PQsendPrepare(handle, new, statement.sql, Int32(statement.parameters.count), nil) == 1 else { throw abandon() }
+                    preparing[statement.sql] = new
+                    sent.append(.prepare(name: new, sql: statement.sql))
+                    name = new
+                }
+            }
             let copies = statement.parameters.map { $0.map { strdup($0) } ?? nil }
             defer { copies.forEach { free($0) } }
             let pointers = copies.map { UnsafePointer($0) }
-            let sent = pointers.withUnsafeBufferPointer { buffer in
-                PQsendQueryParams(handle, statement.sql, Int32(buffer.count), nil, buffer.baseAddress, nil, nil, 0)
+            let queued = pointers.withUnsafeBufferPointer { buffer in
+                if let name {
+                    PQsendQueryPrepared(handle, name, Int32(buffer.count), buffer.baseAddress, nil, nil, 0)
+                } else {
+                    PQsendQueryParams(handle, statement.sql, Int32(buffer.count), nil, buffer.baseAddress, nil, nil, 0)
+                }
             }
-            guard sent == 1 else { throw abandon() }
+            guard queued == 1 else { throw abandon() }
+            sent.append(.statement)
         }
         guard PQpipelineSync(handle) == 1 else { throw abandon() }
         var answers: [PGRows] = []
         answers.reserveCapacity(statements.count)
         var firstError: PostgresError?
-        for _ in statements {
-            // Each statement's answer is one result, then a nil that ends it.
+        for command in sent {
+            // Each command's answer is one result, then a nil that ends it.
             guard let result = PQgetResult(handle) else { throw abandon() }
             while let extra = PQgetResult(handle) { PQclear(extra) }
             if PQresultStatus(result) == PGRES_PIPELINE_ABORTED {
@@ -152,7 +193,11 @@ final class PGConnection: @unchecked Sendable {
                 continue
             }
             do {
-                answers.append(try consume(result))
+                let rows = try consume(result)
+                switch command {
+                case .prepare(let name, let sql): preparedNames[sql] = name
+                case .statement: answers.append(rows)
+                }
             } catch {
                 firstError = firstError ?? error
             }

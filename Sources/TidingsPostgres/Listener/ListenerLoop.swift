@@ -435,7 +435,7 @@ final class ListenerLoop: @unchecked Sendable {
     }
 
     private func read(_ connection: PGConnection, hole: Bool) throws -> Read {
-        let result = try connection.query(
+        let result = try connection.queryPrepared(
             hole ? Self.holeReadSQL : Self.readSQL,
             [String(order.lastDelivered), String(settings.pageSize)])
         let first = try result.single(orMore: true)

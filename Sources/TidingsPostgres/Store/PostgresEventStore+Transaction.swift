@@ -99,7 +99,7 @@ extension PostgresEventStore {
             var writes: [PGConnection.Statement] = []
             var existing: [Key: EventID] = [:]
             if !keys.isEmpty {
-                let claimed = try connection.query(
+                let claimed = try connection.queryPrepared(
                     """
                     INSERT INTO tidings.idempotency_keys AS k (publisher, key)
                     SELECT * FROM unnest($1::text[], $2::text[])
@@ -111,7 +111,7 @@ extension PostgresEventStore {
                 let claimedKeys = Set(try claimed.rows.map { Key(publisher: try $0.string(0), key: try $0.string(1)) })
                 let taken = keys.filter { !claimedKeys.contains($0) }
                 if !taken.isEmpty {
-                    let rows = try connection.query(
+                    let rows = try connection.queryPrepared(
                         """
                         SELECT k.publisher, k.key, k.event_id
                         FROM tidings.idempotency_keys AS k
@@ -142,7 +142,7 @@ extension PostgresEventStore {
                 // The order lock, then the ids (see OrderLock).
                 var newIDs = takenIDs
                 if newIDs.isEmpty {
-                    let taken = try connection.query("SELECT tidings.take_event_ids($1::int)::text", [String(toStore.count)])
+                    let taken = try connection.queryPrepared("SELECT tidings.take_event_ids($1::int)::text", [String(toStore.count)])
                     newIDs = try Self.ids(fromArray: try taken.single().string(0), count: toStore.count)
                 }
                 guard newIDs.count == toStore.count else { throw PostgresError(.unexpectedResult) }
@@ -159,7 +159,8 @@ extension PostgresEventStore {
                         PGArray.text(events.map { $0.targets.map(\.description).joined(separator: " ") }),
                         PGArray.text(events.map(\.type.rawValue)),
                         PGArray.text(events.map(\.data)),
-                    ]))
+                    ],
+                    prepared: true))
             }
             for (request, entry) in requests.enumerated() {
                 for (index, event) in entry.events.enumerated() where ids[request][index] == 0 {
@@ -184,7 +185,8 @@ extension PostgresEventStore {
                         PGArray.text(claimedKeys.map(\.publisher)),
                         PGArray.text(claimedKeys.map(\.key)),
                         PGArray.int64(claimedKeys.map { ids[firstOfKey[$0]!.request][firstOfKey[$0]!.event] }),
-                    ]))
+                    ],
+                    prepared: true))
             }
             return (GroupResult(ids: ids, stored: toStore.count), writes)
         }
