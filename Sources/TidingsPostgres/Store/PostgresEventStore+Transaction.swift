@@ -38,16 +38,19 @@ extension PostgresEventStore {
     }
 
     /// `BEGIN` (the pool's sessions commit synchronously: see PostgresBackend), taking the
-    /// transaction id before any event id (see DeliveryOrder), in one round trip. With `takingIDs` above zero the same round trip takes
+    /// transaction id before any event id (see DeliveryOrder), in one round trip (a pipeline;
+    /// the SELECT prepared on the session). With `takingIDs` above zero the same statement takes
     /// that many event ids (`take_event_ids` takes the order lock first). Returns the
     /// transaction id, to ask for the outcome if COMMIT is lost, and the ids.
     private static func begin(on connection: PGConnection, takingIDs count: Int) throws -> (transactionID: String, ids: [EventID]) {
         let failure: PostgresError
-        do {
-            let ids = count > 0 ? "tidings.take_event_ids(\(count))::text" : "NULL"
-            let row = try connection.execute(
-                "BEGIN; SELECT pg_current_xact_id()::text, \(ids)"
-            ).single()
+        do throws(PostgresError) {
+            let select = count > 0
+                ? PGConnection.Statement(sql: Self.beginTakingIDsSQL, parameters: [String(count)], prepared: true)
+                : PGConnection.Statement(sql: "SELECT pg_current_xact_id()::text", prepared: true)
+            let answers = try connection.pipeline([PGConnection.Statement(sql: "BEGIN"), select])
+            guard answers.count == 2 else { throw PostgresError(.unexpectedResult) }
+            let row = try answers[1].single()
             return (try row.string(0), count > 0 ? try Self.ids(fromArray: try row.string(1), count: count) : [])
         } catch {
             failure = error
@@ -56,6 +59,8 @@ extension PostgresEventStore {
         if !connection.isBroken, connection.isInTransaction { _ = try? connection.execute("ROLLBACK") }
         throw failure
     }
+
+    private static let beginTakingIDsSQL = "SELECT pg_current_xact_id()::text, tidings.take_event_ids($1::int)::text"
 
     /// The ids of a `bigint[]` in text form (`{41,42}`), in increasing order.
     static func ids(fromArray text: String, count: Int) throws(PostgresError) -> [EventID] {
