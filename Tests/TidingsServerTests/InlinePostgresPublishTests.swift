@@ -1,4 +1,5 @@
 import Foundation
+import ServiceLifecycle
 import Synchronization
 import Testing
 import TidingsCore
@@ -35,33 +36,42 @@ struct InlinePostgresPublishTests {
         text.components(separatedBy: #"{"id":""#).dropFirst().compactMap { Int($0.prefix { $0 != "\"" }) }
     }
 
+    /// Publishes a probe on `connection` (answered by the event loop), then has another session
+    /// claim the idempotency key `k` of the publish key's publisher and keep its transaction open:
+    /// a publish with that key waits for the session (``waitForTheBlockedPublish(_:)``) until it
+    /// rolls back.
+    private func blockKey(on connection: RawConnection, server: TestServer, url: String) async throws -> GatewaySession {
+        try await connection.send(request(#"{"user":"u","event":"probe","data":0,"idempotency_key":"probe"}"#))
+        try await eventually("the probe's answer") { statuses(connection.text) == [202] }
+        #expect(server.gateway.inlinePublishes.load(ordering: .relaxed) == 1, "answered by the event loop")
+        let publisher = try #require(try await GatewayDatabase.values(url, "SELECT publisher FROM tidings.idempotency_keys").first)
+        let blocker = try await GatewaySession.open(url)
+        try await blocker.execute("BEGIN; INSERT INTO tidings.idempotency_keys (publisher, key) VALUES ('\(publisher)', 'k')")
+        return blocker
+    }
+
+    private func waitForTheBlockedPublish(_ url: String) async throws {
+        try await eventually("a publish waits for the key") {
+            try await GatewayDatabase.values(
+                url, "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+            ) == ["1"]
+        }
+    }
+
     @Test func aConnectionsPublishesAreStoredInOrderAndARouterRequestWaitsItsTurn() async throws {
         try await GatewayDatabase.with { url in
             try await TestServer.run({ $0.databaseURL = url }) { server in
                 let connection = try await RawConnection.connect(port: server.port)
                 defer { connection.close() }
-                // The publish key's publisher, as the database knows it.
-                try await connection.send(request(#"{"user":"u","event":"probe","data":0,"idempotency_key":"probe"}"#))
-                try await eventually("the probe's answer") { statuses(connection.text) == [202] }
-                #expect(server.gateway.inlinePublishes.load(ordering: .relaxed) == 1, "answered by the event loop")
-                let publisher = try #require(try await GatewayDatabase.values(url, "SELECT publisher FROM tidings.idempotency_keys").first)
-
-                // Another session claims the key of the first publish and keeps its transaction
-                // open: that publish waits for it. The second publish, the router's request and
-                // the third publish behind it must wait their turn.
-                let blocker = try await GatewaySession.open(url)
-                try await blocker.execute(
-                    "BEGIN; INSERT INTO tidings.idempotency_keys (publisher, key) VALUES ('\(publisher)', 'k')")
+                // The first publish waits for the key; the second publish, the router's request
+                // and the third publish behind it must wait their turn.
+                let blocker = try await blockKey(on: connection, server: server, url: url)
                 try await connection.send(
                     request(#"{"user":"u","event":"a","data":1,"idempotency_key":"k"}"#)
                         + request(#"{"user":"u","event":"b","data":2}"#)
                         + "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
                         + request(#"{"user":"u","event":"c","data":3}"#))
-                try await eventually("the first publish waits for the key") {
-                    try await GatewayDatabase.values(
-                        url, "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
-                    ) == ["1"]
-                }
+                try await waitForTheBlockedPublish(url)
                 #expect(statuses(connection.text) == [202], "nothing answered before the first publish")
                 #expect(try await GatewayDatabase.values(url, "SELECT count(*) FROM tidings.events WHERE event = 'b'") == ["0"])
                 try await blocker.execute("ROLLBACK")
@@ -75,6 +85,36 @@ struct InlinePostgresPublishTests {
                 let stored = try await GatewayDatabase.values(url, "SELECT event FROM tidings.events ORDER BY id")
                 #expect(stored == ["probe", "a", "b", "c"])
                 #expect(server.gateway.inlinePublishes.load(ordering: .relaxed) >= 3)
+            }
+        }
+    }
+
+    @Test func aShutdownLetsThePublishWithTheStoreBeAnsweredFirst() async throws {
+        try await GatewayDatabase.with { url in
+            try await TestServer.run({ $0.databaseURL = url }) { server in
+                let connection = try await RawConnection.connect(port: server.port)
+                defer { connection.close() }
+                let blocker = try await blockKey(on: connection, server: server, url: url)
+                try await connection.send(request(#"{"user":"u","event":"late","data":1,"idempotency_key":"k"}"#))
+                try await waitForTheBlockedPublish(url)
+                // Shutting down: the server stops taking connections, then tells the open ones
+                // to finish. Hummingbird never saw the publish, so only the inline handler can
+                // keep the connection until its answer.
+                let shutdown = Task { await server.group.triggerGracefulShutdown() }
+                try await eventually("new connections refused") {
+                    do {
+                        try await RawConnection.connect(port: server.port).close()
+                        return false
+                    } catch {
+                        return true
+                    }
+                }
+                try await blocker.execute("ROLLBACK")
+                await blocker.close()
+                try await connection.waitForClose(timeout: .seconds(10))
+                #expect(statuses(connection.text) == [202, 202], "answered, then closed: \(connection.text)")
+                #expect(try await GatewayDatabase.values(url, "SELECT event FROM tidings.events ORDER BY id") == ["probe", "late"])
+                await shutdown.value
             }
         }
     }

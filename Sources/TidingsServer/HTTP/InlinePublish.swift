@@ -57,6 +57,10 @@ final class InlinePublishHandler: ChannelDuplexHandler, RemovableChannelHandler 
     private var held: [HTTPRequestPart] = []
     /// A read was asked for while the connection was not to be read.
     private var readPending = false
+    /// The server began to shut down while publishes were with the store: Hummingbird, which
+    /// never saw them, would close the connection under their answers, so it hears of the
+    /// shutdown once they are written (and takes no new publish here meanwhile).
+    private var quiesceHeld = false
 
     init(publisher: InlinePublisher) {
         self.publisher = publisher
@@ -66,7 +70,7 @@ final class InlinePublishHandler: ChannelDuplexHandler, RemovableChannelHandler 
         let part = unwrapInboundIn(data)
         switch part {
         case .head(let head):
-            if unanswered == 0, held.isEmpty, context.channel.isWritable,
+            if unanswered == 0, held.isEmpty, !quiesceHeld, context.channel.isWritable,
                 let publisher = publisher.accepts(head, remembered: &remembered)
             {
                 state = .collecting(head, publisher, nil)
@@ -133,7 +137,19 @@ final class InlinePublishHandler: ChannelDuplexHandler, RemovableChannelHandler 
         held = []
         for part in parts { channelRead(context: context, data: wrapInboundOut(part)) }
         if !parts.isEmpty { context.fireChannelReadComplete() }
+        if quiesceHeld, awaited.isEmpty, held.isEmpty {
+            quiesceHeld = false
+            context.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+        }
         resumeReading(context: context)
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is ChannelShouldQuiesceEvent, !awaited.isEmpty || !held.isEmpty {
+            quiesceHeld = true
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
     }
 
     private func write(_ answer: InlineAnswer, context: ChannelHandlerContext) {
