@@ -199,9 +199,18 @@ struct Bench: AsyncParsableCommand {
         }
         let runner = BenchRunner(
             options: options, credentials: credentials, pinLoadTo: loadCpu.flatMap(Self.cpuList), logger: logger)
-        let report: BenchReport
+        let report = try await Self.measure(against: server, during: "run") { try await runner.run() }
+        print(json ? report.json() : report.humanReadable())
+    }
+
+    /// Runs a measurement against `server` (when spawned), then stops it: on an error with the
+    /// server's log and exit code 1, after a server that exited early with a warning and its log.
+    private static func measure<Report>(
+        against server: SpawnedServer?, during what: String, _ body: () async throws -> Report
+    ) async throws -> Report {
+        let report: Report
         do {
-            report = try await runner.run()
+            report = try await body()
         } catch {
             if let server {
                 await server.stop()
@@ -212,27 +221,16 @@ struct Bench: AsyncParsableCommand {
         }
         if let server {
             if !server.isRunning {
-                FileHandle.standardError.write(Data("warning: the server exited during the run; its log:\n\(server.logTail())\n".utf8))
+                FileHandle.standardError.write(Data("warning: the server exited during the \(what); its log:\n\(server.logTail())\n".utf8))
             }
             await server.stop()
         }
-        print(json ? report.json() : report.humanReadable())
+        return report
     }
 
     private func soak(_ options: BenchOptions, credentials: any BenchCredentials, server: SpawnedServer?, logger: Logger) async throws {
-        let report: SoakReport
-        do {
-            report = try await SoakRunner(options: options, credentials: credentials, logger: logger).run()
-        } catch {
-            if let server { await server.stop() }
-            FileHandle.standardError.write(Data("error: \(error)\n".utf8))
-            throw ExitCode(ExitCodes.failure)
-        }
-        if let server {
-            if !server.isRunning {
-                FileHandle.standardError.write(Data("warning: the server exited during the soak; its log:\n\(server.logTail())\n".utf8))
-            }
-            await server.stop()
+        let report = try await Self.measure(against: server, during: "soak") {
+            try await SoakRunner(options: options, credentials: credentials, logger: logger).run()
         }
         print(json ? report.json() : report.humanReadable())
         if !report.passed { throw ExitCode(ExitCodes.failure) }
