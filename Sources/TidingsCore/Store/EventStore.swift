@@ -28,22 +28,6 @@ public protocol EventStore: Sendable {
     func lastIssuedID() async throws -> EventID
 }
 
-extension EventStore {
-    /// A task runs `publish`: for stores with nothing better.
-    public func publish(
-        _ events: [NewEvent], publisher: String,
-        completion: @escaping @Sendable (Result<[EventID], any Error>) -> Void
-    ) {
-        Task {
-            do {
-                completion(.success(try await publish(events, publisher: publisher)))
-            } catch {
-                completion(.failure(error))
-            }
-        }
-    }
-}
-
 /// One page of replay.
 public struct ReplayPage: Sendable {
     /// Matching events in id order.
