@@ -104,7 +104,9 @@ public final class PostgresBackend: ReadinessSource {
             pool: pool, retention: configuration.retention, interval: configuration.pruneInterval, logger: logger)
         return PostgresBackend(
             pool: pool,
-            store: PostgresEventStore(pool: pool, retention: configuration.retention, metricsFactory: factory, logger: logger),
+            store: PostgresEventStore(
+                pool: pool, retention: configuration.retention, metricsFactory: factory, logger: logger,
+                linger: configuration.publishLinger),
             tickets: PostgresTicketStore(pool: pool),
             listener: listener,
             pruner: pruner,

@@ -51,6 +51,9 @@ public struct PostgresConfiguration: Sendable {
     /// nothing before it sleeps until notified (tests change them).
     var busyPollInterval: Duration = .milliseconds(5)
     var sleepAfter: Duration = .milliseconds(50)
+    /// How long a group-commit slot keeps an open transaction for the next publish after its
+    /// last one (see ``PostgresEventStore``; tests change it).
+    var publishLinger: Duration = PostgresEventStore.defaultLinger
 
     public init(
         url: String? = nil,

@@ -25,6 +25,12 @@ final class ConnectionPool: Sendable {
     private let roundTrips: Counter?
     /// Run once on each new connection, before its first use.
     private let sessionSetup: String?
+    /// Run when shutdown begins, before the threads are waited for (``beforeShutdown(_:)``).
+    private let shutdownHooks = Mutex<[@Sendable () -> Void]>([])
+    /// The pool's connections open now: idle, in use, or held by a user between uses.
+    private let live = Atomic<Int>(0)
+    /// Hands back a connection its user holds while it waits for work (``reclaim(with:)``).
+    private let reclaimer = Mutex<(@Sendable () -> PGConnection?)?>(nil)
 
     init(parameters: ConnectionParameters, size: Int, logger: Logger, roundTrips: Counter? = nil, sessionSetup: String? = nil) {
         self.parameters = parameters
@@ -58,10 +64,24 @@ final class ConnectionPool: Sendable {
         return try body(connection)
     }
 
+    /// Runs `hook` when shutdown begins, before the pool waits for its threads: to wake work
+    /// that waits on a pool thread for something to do.
+    func beforeShutdown(_ hook: @escaping @Sendable () -> Void) {
+        shutdownHooks.withLock { $0.append(hook) }
+    }
+
+    /// Lets ``checkOut()`` take a connection that a user holds between uses (the event store's
+    /// parked transactions) when no connection is idle and the pool has `size` open already:
+    /// `reclaim` hands one back, idle, or nil. So the pool keeps to `size` connections.
+    func reclaim(with reclaim: @escaping @Sendable () -> PGConnection?) {
+        reclaimer.withLock { $0 = reclaim }
+    }
+
     /// Closes every connection and stops the threads. `PQfinish` blocks (it says goodbye to the
     /// server), so the connections are closed on a blocking-pool thread, never on Swift's
     /// cooperative pool.
     func shutdown() async {
+        for hook in shutdownHooks.withLock({ $0 }) { hook() }
         try? await threads.shutdownGracefully()
         let connections = idle.withLock { idle in
             defer { idle.removeAll() }
@@ -72,12 +92,18 @@ final class ConnectionPool: Sendable {
         _ = try? await NIOThreadPool.singleton.runIfActive { closing.closeAll() }
     }
 
-    private func checkOut() throws(PostgresError) -> PGConnection {
+    /// A connection for the calling pool thread, to be handed back with ``checkIn(_:)``.
+    func checkOut() throws(PostgresError) -> PGConnection {
         while let connection = idle.withLock({ $0.popLast() }) {
             if isUsable(connection) { return connection }
             connection.close()
         }
+        if live.load(ordering: .relaxed) >= size, let reclaim = reclaimer.withLock({ $0 }), let connection = reclaim() {
+            return connection
+        }
         let connection = try PGConnection.connect(parameters, logger: logger)
+        live.add(1, ordering: .relaxed)
+        connection.onClose = { [weak self] in self?.live.subtract(1, ordering: .relaxed) }
         if let sessionSetup {
             do {
                 try connection.execute(sessionSetup)
@@ -90,7 +116,8 @@ final class ConnectionPool: Sendable {
         return connection
     }
 
-    private func checkIn(_ connection: PGConnection) {
+    /// Takes a connection back: kept when it is usable and idle, closed otherwise.
+    func checkIn(_ connection: PGConnection) {
         if connection.isBroken || connection.isInTransaction {
             connection.close()
             return
@@ -101,7 +128,7 @@ final class ConnectionPool: Sendable {
     /// An idle pool connection has nothing to read: if it has, the server closed it or sent a
     /// FATAL error (terminated backend, restart) — possibly not yet seen as a broken connection
     /// by libpq — so it is not reused.
-    private func isUsable(_ connection: PGConnection) -> Bool {
+    func isUsable(_ connection: PGConnection) -> Bool {
         guard !connection.isBroken else { return false }
         var descriptor = pollfd(fd: connection.socket, events: Int16(POLLIN), revents: 0)
         return poll(&descriptor, 1, 0) == 0

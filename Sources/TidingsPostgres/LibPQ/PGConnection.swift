@@ -20,6 +20,8 @@ final class PGConnection: @unchecked Sendable {
     private var closed = false
     /// Counts this connection's round trips (`tidings_database_round_trips_total`), when set.
     var roundTrips: Counter?
+    /// Called once, when the connection is closed (the pool counts its connections).
+    var onClose: (@Sendable () -> Void)?
     /// The statements prepared on this session, by their SQL: parsed and planned once, not at
     /// every run (a statement of the publish path or the listener's read runs thousands of
     /// times a second).
@@ -72,6 +74,7 @@ final class PGConnection: @unchecked Sendable {
         }
         PQfinish(handle)
         notices.release()
+        onClose?()
     }
 
     /// How many connections were closed from a Swift task (on the cooperative pool) instead of
@@ -150,64 +153,81 @@ final class PGConnection: @unchecked Sendable {
     /// transaction block a failure leaves the block aborted: the caller rolls back.
     @discardableResult
     func pipeline(_ statements: [Statement]) throws(PostgresError) -> [PGRows] {
+        try pipeline(segments: [statements])[0].get()
+    }
+
+    /// Several pipelines in one round trip, each ended by its own sync: a failure in one skips
+    /// the rest of that segment only, and each segment's answers (or its first failure) come
+    /// back on their own. A segment after one that failed inside a transaction block runs in
+    /// the aborted block (and fails). Throws only for a lost connection.
+    func pipeline(segments: [[Statement]]) throws(PostgresError) -> [Result<[PGRows], PostgresError>] {
         guard PQenterPipelineMode(handle) == 1 else { throw failure(.queryFailed) }
         roundTrips?.increment()
-        var sent: [Sent] = []
+        var sent: [[Sent]] = []
         var preparing: [String: String] = [:]
-        for statement in statements {
-            var name: String?
-            if statement.prepared {
-                if let known = preparedNames[statement.sql] ?? preparing[statement.sql] {
-                    name = known
-                } else {
-                    let new = "tidings_\(preparedNames.count + preparing.count)"
-                    guard PQsendPrepare(handle, new, statement.sql, Int32(statement.parameters.count), nil) == 1 else { throw abandon() }
-                    preparing[statement.sql] = new
-                    sent.append(.prepare(name: new, sql: statement.sql))
-                    name = new
+        for statements in segments {
+            var segment: [Sent] = []
+            for statement in statements {
+                var name: String?
+                if statement.prepared {
+                    if let known = preparedNames[statement.sql] ?? preparing[statement.sql] {
+                        name = known
+                    } else {
+                        let new = "tidings_\(preparedNames.count + preparing.count)"
+                        guard PQsendPrepare(handle, new, statement.sql, Int32(statement.parameters.count), nil) == 1 else { throw abandon() }
+                        preparing[statement.sql] = new
+                        segment.append(.prepare(name: new, sql: statement.sql))
+                        name = new
+                    }
                 }
-            }
-            let copies = statement.parameters.map { $0.map { strdup($0) } ?? nil }
-            defer { copies.forEach { free($0) } }
-            let pointers = copies.map { UnsafePointer($0) }
-            let queued = pointers.withUnsafeBufferPointer { buffer in
-                if let name {
-                    PQsendQueryPrepared(handle, name, Int32(buffer.count), buffer.baseAddress, nil, nil, 0)
-                } else {
-                    PQsendQueryParams(handle, statement.sql, Int32(buffer.count), nil, buffer.baseAddress, nil, nil, 0)
+                let copies = statement.parameters.map { $0.map { strdup($0) } ?? nil }
+                defer { copies.forEach { free($0) } }
+                let pointers = copies.map { UnsafePointer($0) }
+                let queued = pointers.withUnsafeBufferPointer { buffer in
+                    if let name {
+                        PQsendQueryPrepared(handle, name, Int32(buffer.count), buffer.baseAddress, nil, nil, 0)
+                    } else {
+                        PQsendQueryParams(handle, statement.sql, Int32(buffer.count), nil, buffer.baseAddress, nil, nil, 0)
+                    }
                 }
+                guard queued == 1 else { throw abandon() }
+                segment.append(.statement)
             }
-            guard queued == 1 else { throw abandon() }
-            sent.append(.statement)
+            guard PQpipelineSync(handle) == 1 else { throw abandon() }
+            sent.append(segment)
         }
-        guard PQpipelineSync(handle) == 1 else { throw abandon() }
-        var answers: [PGRows] = []
-        answers.reserveCapacity(statements.count)
-        var firstError: PostgresError?
-        for command in sent {
-            // Each command's answer is one result, then a nil that ends it.
-            guard let result = PQgetResult(handle) else { throw abandon() }
-            while let extra = PQgetResult(handle) { PQclear(extra) }
-            if PQresultStatus(result) == PGRES_PIPELINE_ABORTED {
-                PQclear(result)
-                continue
-            }
-            do {
-                let rows = try consume(result)
-                switch command {
-                case .prepare(let name, let sql): preparedNames[sql] = name
-                case .statement: answers.append(rows)
+        var outcomes: [Result<[PGRows], PostgresError>] = []
+        for segment in sent {
+            var answers: [PGRows] = []
+            answers.reserveCapacity(segment.count)
+            var firstError: PostgresError?
+            for command in segment {
+                // Each command's answer is one result, then a nil that ends it.
+                guard let result = PQgetResult(handle) else { throw abandon() }
+                while let extra = PQgetResult(handle) { PQclear(extra) }
+                if PQresultStatus(result) == PGRES_PIPELINE_ABORTED {
+                    PQclear(result)
+                    continue
                 }
-            } catch {
-                firstError = firstError ?? error
+                do {
+                    let rows = try consume(result)
+                    switch command {
+                    case .prepare(let name, let sql): preparedNames[sql] = name
+                    case .statement: answers.append(rows)
+                    }
+                } catch {
+                    if error.isConnectionError { throw abandon() }
+                    firstError = firstError ?? error
+                }
             }
+            guard let sync = PQgetResult(handle) else { throw abandon() }
+            let synced = PQresultStatus(sync) == PGRES_PIPELINE_SYNC
+            PQclear(sync)
+            guard synced else { throw abandon() }
+            outcomes.append(firstError.map { .failure($0) } ?? .success(answers))
         }
-        guard let sync = PQgetResult(handle) else { throw abandon() }
-        let synced = PQresultStatus(sync) == PGRES_PIPELINE_SYNC
-        PQclear(sync)
-        guard synced, PQexitPipelineMode(handle) == 1 else { throw abandon() }
-        if let firstError { throw firstError }
-        return answers
+        guard PQexitPipelineMode(handle) == 1 else { throw abandon() }
+        return outcomes
     }
 
     /// The connection's last error, as `code` while it is still usable and as a lost

@@ -33,21 +33,37 @@ struct GroupCommitQueue<Element> {
     /// A request arrives. Returns the group a new transaction runs now (the request itself), or
     /// nil when every slot is busy and the request waits.
     mutating func enqueue(_ element: Element, size: Size) -> [Element]? {
-        waiting.append((element, size))
+        add(element, size: size)
         guard inFlight < maxInFlight else { return nil }
         inFlight += 1
         return takeGroup()
     }
 
+    /// A request arrives for a slot that is running (one waiting for work, say): it waits for
+    /// that slot's ``next()``.
+    mutating func add(_ element: Element, size: Size) {
+        waiting.append((element, size))
+    }
+
     /// A transaction ended. Returns the group its slot runs next, or nil when nothing waits and
     /// the slot is free.
     mutating func finished() -> [Element]? {
+        if let group = next() { return group }
+        stop()
+        return nil
+    }
+
+    /// The group a running slot runs next, or nil when nothing waits (the slot stays running:
+    /// it waits for work, or ``stop()``s).
+    mutating func next() -> [Element]? {
+        precondition(inFlight > 0, "only a running slot takes work")
+        return queued > 0 ? takeGroup() : nil
+    }
+
+    /// A running slot stops: it is free.
+    mutating func stop() {
         precondition(inFlight > 0, "a transaction ended that never started")
-        guard queued > 0 else {
-            inFlight -= 1
-            return nil
-        }
-        return takeGroup()
+        inFlight -= 1
     }
 
     /// The oldest waiting requests, as many as fit in `limit`, at least one.

@@ -19,6 +19,41 @@ extension PostgresEventStore {
     struct GroupResult: Sendable {
         var ids: [[EventID]]
         var stored: Int
+
+        /// The highest id the group stored or repeated (0 for none).
+        var highestID: EventID { ids.reduce(0) { max($0, $1.max() ?? 0) } }
+    }
+
+    /// A transaction begun ahead of its work on a pool connection (`BEGIN`, then its
+    /// transaction id taken: `pg_current_xact_id()`), so that the group that uses it is one round
+    /// trip: its ids, INSERT and COMMIT pipelined. Its id is known before COMMIT is sent, as with
+    /// a transaction begun in the group's own first round trip.
+    ///
+    /// It holds a transaction id but no lock (not the order lock: it has taken no event id), so
+    /// no listener waits for it. The store rolls it back when no publish comes within its linger.
+    struct OpenTransaction: Sendable, Equatable {
+        var transactionID: String
+        /// Every id the transaction will take is above it: the highest id known when it began.
+        /// Bounds the search for its rows if its COMMIT is lost with the answer.
+        var floor: EventID
+    }
+
+    /// `BEGIN` and the transaction id: the statements that open an ``OpenTransaction``.
+    private static let openStatements = [
+        PGConnection.Statement(sql: "BEGIN"),
+        PGConnection.Statement(sql: "SELECT pg_current_xact_id()::text", prepared: true),
+    ]
+
+    /// Opens a transaction ahead of its work (one round trip).
+    static func open(on connection: PGConnection, floor: EventID) throws(PostgresError) -> OpenTransaction {
+        do throws(PostgresError) {
+            let answers = try connection.pipeline(openStatements)
+            guard answers.count == 2 else { throw PostgresError(.unexpectedResult) }
+            return OpenTransaction(transactionID: try answers[1].single().string(0), floor: floor)
+        } catch {
+            if !connection.isBroken, connection.isInTransaction { _ = try? connection.execute("ROLLBACK") }
+            throw error
+        }
     }
 
     /// An idempotency key: a publisher's own.
@@ -79,11 +114,24 @@ extension PostgresEventStore {
     /// one before: one claim of their idempotency keys, one `take_event_ids`, one INSERT, one
     /// COMMIT. Returns each request's ids and how many events were stored.
     ///
-    /// Round trips: a group without idempotency keys takes two — `BEGIN` with its ids, then the
-    /// INSERT and COMMIT pipelined. The transaction id is known before COMMIT is sent, so a
-    /// connection lost in the second one can still be asked about. Keys add one or two (the
-    /// claim, and the look-up of keys used before) and one for the ids.
-    static func publish(_ requests: [PublishEntry], retentionSeconds: String, on connection: PGConnection) throws -> GroupResult {
+    /// Round trips: a group without idempotency keys in an ``OpenTransaction`` takes one — its
+    /// ids and INSERT in one statement, then COMMIT, pipelined; without one, two — `BEGIN` with
+    /// its ids, then the INSERT and COMMIT pipelined. Either way the transaction id is known
+    /// before COMMIT is sent, so a connection lost in the last round trip can still be asked
+    /// about. Keys add one or two (the claim, and the look-up of keys used before) and one for
+    /// the ids.
+    ///
+    /// With `openNext`, the next transaction is opened in the round trip of this one's COMMIT
+    /// (a pipeline segment of its own: its failure never touches this one's outcome) and
+    /// returned, with `floor` (at least) as its floor.
+    static func publish(
+        _ requests: [PublishEntry],
+        retentionSeconds: String,
+        on connection: PGConnection,
+        in open: OpenTransaction? = nil,
+        openNext: Bool = false,
+        floor: EventID = 0
+    ) throws -> (result: GroupResult, next: OpenTransaction?) {
         // The first occurrence of each key in the group; later ones repeat its id.
         var firstOfKey: [Key: Position] = [:]
         var keys: [Key] = []
@@ -99,7 +147,11 @@ extension PostgresEventStore {
         keys.sort()  // one lock order for every transaction: no deadlock between them
         // Without keys every event is stored, so its ids can come with BEGIN.
         let eventCount = requests.reduce(0) { $0 + $1.events.count }
-        let (transactionID, takenIDs) = try Self.begin(on: connection, takingIDs: keys.isEmpty ? eventCount : 0)
+        if let open, keys.isEmpty {
+            return try publishInOneRoundTrip(requests, eventCount: eventCount, on: connection, in: open, openNext: openNext, floor: floor)
+        }
+        let (transactionID, takenIDs) = try open.map { ($0.transactionID, []) }
+            ?? Self.begin(on: connection, takingIDs: keys.isEmpty ? eventCount : 0)
         let (result, writes) = try connection.inTransaction(commit: false) { () throws -> (GroupResult, [PGConnection.Statement]) in
             var writes: [PGConnection.Statement] = []
             var existing: [Key: EventID] = [:]
@@ -198,14 +250,87 @@ extension PostgresEventStore {
         // The writes and COMMIT in one round trip. A connection lost on the way may have
         // committed: the server is asked (LostAtCommit). A write the server refused leaves the
         // block aborted, COMMIT unrun: roll back.
+        let next = try commit(
+            writes, transactionID: transactionID, on: connection, openNext: openNext,
+            floor: max(floor, result.highestID), ifLost: .known(result))
+        return (result, next.open)
+    }
+
+    /// A group without keys in an open transaction: its ids taken and its events inserted by one
+    /// statement, pipelined with COMMIT.
+    private static func publishInOneRoundTrip(
+        _ requests: [PublishEntry], eventCount: Int, on connection: PGConnection, in open: OpenTransaction,
+        openNext: Bool, floor: EventID
+    ) throws -> (result: GroupResult, next: OpenTransaction?) {
+        let events = requests.flatMap(\.events)
+        let insert = PGConnection.Statement(
+            sql: """
+            WITH taken AS MATERIALIZED (SELECT tidings.take_event_ids($1::int) AS ids),
+            inserted AS (
+                INSERT INTO tidings.events (id, targets, event, data)
+                SELECT taken.ids[u.n], string_to_array(u.targets, ' '), u.event, u.data::json
+                FROM taken, unnest($2::text[], $3::text[], $4::text[]) WITH ORDINALITY AS u(targets, event, data, n)
+            )
+            SELECT ids::text FROM taken
+            """,
+            parameters: [
+                String(eventCount),
+                PGArray.text(events.map { $0.targets.map(\.description).joined(separator: " ") }),
+                PGArray.text(events.map(\.type.rawValue)),
+                PGArray.text(events.map(\.data)),
+            ],
+            prepared: true)
+        let counts = requests.map(\.events.count)
+        let committed = try commit(
+            [insert], transactionID: open.transactionID, on: connection, openNext: openNext, floor: floor,
+            ifLost: .search(after: open.floor, counts: counts))
+        let ids = try Self.ids(fromArray: try committed.answers[0].single().string(0), count: eventCount)
+        let result = GroupResult(ids: split(ids, counts: counts), stored: eventCount)
+        var next = committed.open
+        next?.floor = max(floor, result.highestID)
+        return (result, next)
+    }
+
+    /// `ids` cut into runs of `counts`, in order.
+    static func split(_ ids: [EventID], counts: [Int]) -> [[EventID]] {
+        var start = 0
+        return counts.map { count in
+            defer { start += count }
+            return Array(ids[start..<(start + count)])
+        }
+    }
+
+    /// The writes and COMMIT in one round trip, with the next transaction opened in a segment
+    /// of its own when asked. A connection lost on the way may have committed: the server is
+    /// asked (``LostAtCommit``). A write the server refused leaves the block aborted, COMMIT
+    /// unrun: roll back and throw.
+    private static func commit(
+        _ writes: [PGConnection.Statement], transactionID: String, on connection: PGConnection,
+        openNext: Bool, floor: EventID, ifLost: LostAtCommit.Recovery
+    ) throws -> (answers: [PGRows], open: OpenTransaction?) {
+        let outcomes: [Result<[PGRows], PostgresError>]
         do {
-            try connection.pipeline(writes + [PGConnection.Statement(sql: "COMMIT")])
+            outcomes = try connection.pipeline(
+                segments: [writes + [PGConnection.Statement(sql: "COMMIT")]] + (openNext ? [openStatements] : []))
         } catch where error.isConnectionError {
-            throw LostAtCommit(underlying: error, transactionID: transactionID, result: result)
+            throw LostAtCommit(underlying: error, transactionID: transactionID, recovery: ifLost)
         } catch {
             if !connection.isBroken, connection.isInTransaction { _ = try? connection.execute("ROLLBACK") }
             throw error
         }
-        return result
+        let answers: [PGRows]
+        do {
+            answers = try outcomes[0].get()
+        } catch {
+            if !connection.isBroken, connection.isInTransaction { _ = try? connection.execute("ROLLBACK") }
+            throw error
+        }
+        guard openNext else { return (answers, nil) }
+        if case .success(let opened) = outcomes[1], opened.count == 2, let id = try? opened[1].single().string(0) {
+            return (answers, OpenTransaction(transactionID: id, floor: floor))
+        }
+        // Committed; only the next transaction failed to open.
+        if !connection.isBroken, connection.isInTransaction { _ = try? connection.execute("ROLLBACK") }
+        return (answers, nil)
     }
 }

@@ -1,5 +1,6 @@
 import Logging
 import Metrics
+import Dispatch
 import Synchronization
 import TidingsCore
 
@@ -23,6 +24,15 @@ import Darwin
 /// one request's bad input never fails another. A request once queued is carried out even if
 /// its task is cancelled.
 ///
+/// **Open transactions.** A slot that has committed keeps its connection with the next
+/// transaction already begun and its transaction id taken (``OpenTransaction``, opened in the
+/// round trip of the COMMIT when more requests wait, or just after the answers went otherwise),
+/// and waits up to `linger` for the next request: a group without keys is then one round trip,
+/// so a lone publisher's latency is one commit. After `linger` with nothing to do the
+/// transaction is rolled back and the connection goes back to the pool. It holds no lock; a
+/// database that ends it (`pg_terminate_backend`, `idle_in_transaction_session_timeout`) costs
+/// the next request a fresh connection, nothing more.
+///
 /// Idempotency keys are per (publisher, key) and claimed with `INSERT … ON CONFLICT` in the
 /// transaction that stores the event, so of two concurrent publishes with one key exactly one
 /// stores its event (the other waits for it and returns its id). Within a group, requests are
@@ -45,7 +55,15 @@ public final class PostgresEventStore: EventStore {
     private let published: Counter
     private let transactions: Counter
     private let logger: Logger
-    private let queue: Mutex<GroupCommitQueue<Waiter>>
+    private let slots: Mutex<Slots>
+    /// How long a slot waits with an open transaction for its next request.
+    let linger: Duration
+    /// The highest id this store has stored or repeated: every id a transaction opened later
+    /// takes is above it.
+    private let highestID = Atomic<Int64>(0)
+    /// The default ``linger``: long enough for a publisher's next request, short enough that
+    /// the open transaction never matters to the database (it holds back VACUUM that long).
+    static let defaultLinger: Duration = .milliseconds(250)
     /// How long to ask while the server still reports a lost COMMIT's transaction in progress.
     let commitOutcomeWait: Duration = .seconds(5)
 
@@ -64,14 +82,44 @@ public final class PostgresEventStore: EventStore {
         retention: Duration,
         metricsFactory: any MetricsFactory,
         logger: Logger,
-        groupLimit: GroupCommitSize = PostgresEventStore.groupLimit
+        groupLimit: GroupCommitSize = PostgresEventStore.groupLimit,
+        linger: Duration = PostgresEventStore.defaultLinger
     ) {
         self.pool = pool
         self.retention = retention
         self.published = Counter(label: "tidings_events_published_total", factory: metricsFactory)
         self.transactions = Counter(label: "tidings_publish_transactions_total", factory: metricsFactory)
         self.logger = logger
-        self.queue = Mutex(GroupCommitQueue(maxInFlight: Self.transactionsInFlight(poolSize: pool.size), limit: groupLimit))
+        self.linger = linger
+        self.slots = Mutex(Slots(queue: GroupCommitQueue(maxInFlight: Self.transactionsInFlight(poolSize: pool.size), limit: groupLimit)))
+        pool.beforeShutdown { [weak self] in self?.closeParked() }
+        pool.reclaim { [weak self] in self?.reclaimParked() }
+    }
+
+    /// A parked transaction's connection, rolled back, for a pool user that finds no idle one
+    /// (on a pool thread): a parked transaction never costs the database a connection more.
+    private func reclaimParked() -> PGConnection? {
+        while let open = slots.withLock({ $0.parked.isEmpty ? nil : $0.parked.removeFirst().open }) {
+            if !open.connection.isBroken, (try? open.connection.execute("ROLLBACK")) != nil, !open.connection.isBroken {
+                return open.connection
+            }
+            open.connection.close()
+        }
+        return nil
+    }
+
+    /// Group commit's state: the queue, and the open transactions parked for the next slot.
+    struct Slots {
+        var queue: GroupCommitQueue<Waiter>
+        /// Open transactions no slot uses, newest last, each with the number it was parked
+        /// under (its linger's timer rolls back only that one).
+        var parked: [(number: UInt64, open: OpenConnection)] = []
+        var parkings: UInt64 = 0
+        /// Slots opening a transaction after their last group: a request that arrives
+        /// meanwhile waits for one of them instead of starting a slot without one.
+        var opening = 0
+        /// The pool is shutting down: nothing is parked any more.
+        var closing = false
     }
 
     /// A request waiting for its group's outcome.
@@ -99,41 +147,159 @@ public final class PostgresEventStore: EventStore {
         }
         let request = PublishEntry(events: events, publisher: publisher)
         let size = GroupCommitSize(events: events.count, bytes: request.dataBytes)
-        let group = queue.withLock { $0.enqueue(Waiter(request: request, answer: completion), size: size) }
+        let waiter = Waiter(request: request, answer: completion)
+        let group: [Waiter]? = slots.withLock { slots in
+            guard slots.opening == 0 else {
+                slots.queue.add(waiter, size: size)
+                return nil
+            }
+            return slots.queue.enqueue(waiter, size: size)
+        }
         if let group { startSlot(with: group) }
     }
 
-    /// Requests waiting and publish transactions running (for tests).
+    /// Requests waiting and publish transactions running (for tests). A slot opening its next
+    /// transaction after its answers went is free: a request that arrives is its next group.
     var groupCommitState: (queued: Int, inFlight: Int) {
-        queue.withLock { ($0.queued, $0.inFlight) }
+        slots.withLock { ($0.queue.queued, $0.queue.inFlight - $0.opening) }
     }
 
-    /// Runs groups on one transaction slot until nothing waits, on a pool thread: no task and
-    /// no hop between the group's transactions. The group belongs to all its requests, so no
-    /// request's cancellation cuts it short. Once the pool is shut down every waiting request
+    /// Open transactions parked for the next publish (for tests).
+    var parkedTransactions: Int {
+        slots.withLock { $0.parked.count }
+    }
+
+    /// What a slot does after a group.
+    private enum Next {
+        case run([Waiter])
+        /// Nothing waits: open the next transaction (unless open already), then park it.
+        case open
+        case stop
+    }
+
+    /// Runs groups on one transaction slot on a pool thread until nothing waits: no task and no
+    /// hop between the group's transactions. The slot starts in a parked open transaction if
+    /// there is one, and parks its own when it stops. The group belongs to all its requests, so
+    /// no request's cancellation cuts it short. Once the pool is shut down every waiting request
     /// is answered with ``PostgresError/Code/shutDown``.
     private func startSlot(with group: [Waiter]) {
         pool.submit { [self] active in
+            var open = active ? slots.withLock { $0.parked.popLast()?.open } : nil
             var group = group
             while true {
-                let results = active
-                    ? run(group.map(\.request))
-                    : group.map { _ in .failure(PostgresError(.shutDown)) }
+                let results: [Result<[EventID], any Error>]
+                if active {
+                    // More requests wait: the next transaction opens with this one's COMMIT.
+                    let more = slots.withLock { $0.queue.queued > 0 }
+                    results = run(group.map(\.request), open: &open, openNext: more)
+                } else {
+                    results = group.map { _ in .failure(PostgresError(.shutDown)) }
+                }
                 // The slot is free (or has its next group) before the answers go: a publisher
                 // that sends its next request at once finds it free, not busy.
-                let next = queue.withLock { $0.finished() }
+                let next: Next = slots.withLock { slots in
+                    if let next = slots.queue.next() { return .run(next) }
+                    guard active, !slots.closing, linger > .zero else {
+                        slots.queue.stop()
+                        return .stop
+                    }
+                    slots.opening += 1
+                    return .open
+                }
                 for (waiter, result) in zip(group, results) { waiter.answer(result) }
-                guard let next else { return }
-                group = next
+                switch next {
+                case .run(let next):
+                    group = next
+                case .stop:
+                    close(open)
+                    return
+                case .open:
+                    if open == nil { open = try? openTransaction() }
+                    let (after, parked): ([Waiter]?, UInt64?) = slots.withLock { slots in
+                        slots.opening -= 1
+                        if let next = slots.queue.next() { return (next, nil) }
+                        slots.queue.stop()
+                        guard let opened = open, !slots.closing else { return (nil, nil) }
+                        slots.parkings += 1
+                        slots.parked.append((slots.parkings, opened))
+                        open = nil
+                        return (nil, slots.parkings)
+                    }
+                    if let after {
+                        group = after
+                        continue
+                    }
+                    if let parked { expire(parked, after: linger) }
+                    close(open)
+                    return
+                }
             }
         }
     }
 
+    /// After `delay`, rolls back the transaction parked as `number` if no slot took it.
+    private func expire(_ number: UInt64, after delay: Duration) {
+        let deadline = DispatchTime.now() + .nanoseconds(Int(delay.components.seconds * 1_000_000_000 + delay.components.attoseconds / 1_000_000_000))
+        DispatchQueue.global().asyncAfter(deadline: deadline) { [weak self] in
+            self?.pool.submit { [weak self] _ in
+                guard let self else { return }
+                let open = slots.withLock { slots -> OpenConnection? in
+                    guard let index = slots.parked.firstIndex(where: { $0.number == number }) else { return nil }
+                    return slots.parked.remove(at: index).open
+                }
+                close(open)
+            }
+        }
+    }
+
+    /// Rolls back every parked transaction and parks none from now on: the pool is shutting
+    /// down. Taken from the store at once, closed on a pool thread (or, once the pool's threads
+    /// are gone, on the thread that cancels its work), never on the caller's task.
+    private func closeParked() {
+        let parked = slots.withLock { slots in
+            slots.closing = true
+            defer { slots.parked.removeAll() }
+            return slots.parked.map(\.open)
+        }
+        guard !parked.isEmpty else { return }
+        pool.submit { _ in
+            for open in parked {
+                if !open.connection.isBroken { _ = try? open.connection.execute("ROLLBACK") }
+                open.connection.close()
+            }
+        }
+    }
+
+    /// A pool connection in an open transaction, held by a slot or parked between groups.
+    struct OpenConnection: Sendable {
+        var connection: PGConnection
+        var transaction: OpenTransaction
+    }
+
+    /// Opens a transaction on a pool connection for the slot's next group.
+    private func openTransaction() throws -> OpenConnection {
+        let connection = try pool.checkOut()
+        do {
+            return OpenConnection(
+                connection: connection, transaction: try Self.open(on: connection, floor: highestID.load(ordering: .relaxed)))
+        } catch {
+            pool.checkIn(connection)
+            throw error
+        }
+    }
+
+    /// Rolls back the slot's open transaction, if any, and hands its connection back.
+    private func close(_ open: OpenConnection?) {
+        guard let open else { return }
+        if !open.connection.isBroken { _ = try? open.connection.execute("ROLLBACK") }
+        pool.checkIn(open.connection)
+    }
+
     /// Each request's outcome: all in one transaction, or, when that fails for anything but the
     /// connection (some request's data was rejected), each request alone.
-    private func run(_ requests: [PublishEntry]) -> [Result<[EventID], any Error>] {
+    private func run(_ requests: [PublishEntry], open: inout OpenConnection?, openNext: Bool) -> [Result<[EventID], any Error>] {
         do {
-            return try commit(requests).ids.map { .success($0) }
+            return try commit(requests, open: &open, openNext: openNext).ids.map { .success($0) }
         } catch let error as PostgresError where requests.count > 1 && error.isRequestError {
             logger.notice(
                 "publish group failed, its requests run one by one",
@@ -143,9 +309,9 @@ public final class PostgresEventStore: EventStore {
                     PostgresLogKey.sqlState: "\(error.sqlState ?? "")",
                 ])
             var results: [Result<[EventID], any Error>] = []
-            for request in requests {
+            for (index, request) in requests.enumerated() {
                 do {
-                    results.append(.success(try commit([request]).ids[0]))
+                    results.append(.success(try commit([request], open: &open, openNext: openNext || index < requests.count - 1).ids[0]))
                 } catch {
                     results.append(.failure(error))
                 }
@@ -158,28 +324,58 @@ public final class PostgresEventStore: EventStore {
 
     /// One transaction for `requests`, with the lost-connection cases handled: lost before it
     /// began, one retry; lost at COMMIT, the server is asked.
-    private func commit(_ requests: [PublishEntry]) throws -> GroupResult {
+    private func commit(_ requests: [PublishEntry], open: inout OpenConnection?, openNext: Bool) throws -> GroupResult {
         let retentionSeconds = String(retention.seconds)
         let result: GroupResult
         do {
             do {
-                result = try commitOnce(requests, retentionSeconds: retentionSeconds)
+                result = try commitOnce(requests, retentionSeconds: retentionSeconds, open: &open, openNext: openNext)
             } catch is LostBeforeTransaction {
                 // The connection died before the transaction began (the server restarted since it
                 // was last used): nothing was sent, so one retry on a fresh connection is safe.
-                result = try commitOnce(requests, retentionSeconds: retentionSeconds)
+                result = try commitOnce(requests, retentionSeconds: retentionSeconds, open: &open, openNext: openNext)
             }
         } catch let lost as LostAtCommit {
             result = try outcome(of: lost)
         }
         transactions.increment()
         if result.stored > 0 { published.increment(by: result.stored) }
+        highestID.max(result.highestID, ordering: .relaxed)
         return result
     }
 
-    private func commitOnce(_ requests: [PublishEntry], retentionSeconds: String) throws -> GroupResult {
-        try pool.withConnectionHere { connection in
-            try Self.publish(requests, retentionSeconds: retentionSeconds, on: connection)
+    /// The group on the slot's open transaction when it has a usable one, else on a pool
+    /// connection; `open` is the transaction opened for the next group, if any.
+    private func commitOnce(
+        _ requests: [PublishEntry], retentionSeconds: String, open: inout OpenConnection?, openNext: Bool
+    ) throws -> GroupResult {
+        var connection: PGConnection
+        var transaction: OpenTransaction?
+        if let held = open.take() {
+            // Ended by the server while it waited (terminated, timed out, restarted): it has
+            // something to read. Nothing was sent in it: a fresh connection takes the group.
+            if pool.isUsable(held.connection) {
+                (connection, transaction) = (held.connection, held.transaction)
+            } else {
+                held.connection.close()
+                connection = try pool.checkOut()
+            }
+        } else {
+            connection = try pool.checkOut()
+        }
+        do {
+            let (result, next) = try Self.publish(
+                requests, retentionSeconds: retentionSeconds, on: connection, in: transaction, openNext: openNext,
+                floor: highestID.load(ordering: .relaxed))
+            if let next {
+                open = OpenConnection(connection: connection, transaction: next)
+            } else {
+                pool.checkIn(connection)
+            }
+            return result
+        } catch {
+            pool.checkIn(connection)
+            throw error
         }
     }
 
@@ -202,7 +398,7 @@ public final class PostgresEventStore: EventStore {
             }
             switch status {
             case "committed":
-                return lost.result
+                return try committedResult(of: lost)
             case "aborted":
                 throw lost.underlying
             case "in progress" where clock.now < deadline:
@@ -211,6 +407,32 @@ public final class PostgresEventStore: EventStore {
             default:
                 throw CommitOutcomeUnknownError()
             }
+        }
+    }
+
+    /// What a transaction whose COMMIT was lost stored, now that it is known to have committed:
+    /// known before COMMIT was sent, or, for a group whose ids came in the lost round trip, its
+    /// rows (those above the transaction's floor that it inserted: `xmin`).
+    private func committedResult(of lost: LostAtCommit) throws -> GroupResult {
+        switch lost.recovery {
+        case .known(let result):
+            return result
+        case .search(let floor, let counts):
+            guard let full = UInt64(lost.transactionID) else { throw CommitOutcomeUnknownError() }
+            let ids: [EventID]
+            do {
+                ids = try pool.withConnectionHere { connection in
+                    try connection.query(
+                        "SELECT id FROM tidings.events WHERE id > $1::bigint AND xmin = $2::xid ORDER BY id",
+                        [String(floor), String(full & 0xFFFF_FFFF)]
+                    ).rows.map { try $0.int64(0) }
+                }
+            } catch {
+                throw CommitOutcomeUnknownError()
+            }
+            let total = counts.reduce(0, +)
+            guard ids.count == total else { throw CommitOutcomeUnknownError() }
+            return GroupResult(ids: Self.split(ids, counts: counts), stored: total)
         }
     }
 
@@ -269,8 +491,15 @@ struct LostBeforeTransaction: Error {
 
 /// The connection was lost during COMMIT: the outcome is the server's to tell.
 struct LostAtCommit: Error {
+    /// How to learn what a transaction stored once it is known to have committed.
+    enum Recovery: Sendable {
+        /// Known before COMMIT was sent.
+        case known(PostgresEventStore.GroupResult)
+        /// Its rows: above `after`, inserted by the transaction, cut into runs of `counts`.
+        case search(after: EventID, counts: [Int])
+    }
+
     var underlying: PostgresError
     var transactionID: String
-    /// What the transaction stored, if it committed.
-    var result: PostgresEventStore.GroupResult
+    var recovery: Recovery
 }
