@@ -111,6 +111,16 @@ struct PublishRequestTests {
     /// An idempotency key's 1–128 characters are Unicode code points, as the API description's
     /// `maxLength` counts them: counted as grapheme clusters, one letter with 1,000 combining
     /// accents passed as a single character, and a key's bytes had no bound but the body's.
+    /// A field given twice is refused as such, and neither value is looked into: a pointer into
+    /// one of them would name a place a reader that keeps the other (Foundation keeps the last)
+    /// cannot find. (Found by `Fuzz/PublishBody`.)
+    @Test func aFieldGivenTwiceIsPointedAtAndNeitherValueIsLookedInto() {
+        #expect(invalid(#"{"users":["a","b","bad!"],"users":["c"],"event":"e","data":1}"#).map(\.pointer) == ["/users"])
+        #expect(invalid(#"{"users":["c"],"users":[1,2,3],"event":"e","data":1}"#).map(\.pointer) == ["/users"])
+        #expect(invalid(#"{"user":"a","event":"bad event","event":"e","data":1}"#).map(\.pointer) == ["/event"])
+        #expect(invalid(#"[{"user":"a","event":"e","data":1,"idempotency_key":"","idempotency_key":"k"}]"#).map(\.pointer) == ["/0/idempotency_key"])
+    }
+
     @Test func idempotencyKeyLengthCountsCodePoints() throws {
         let accents = String(repeating: "\u{301}", count: 1_000)
         #expect(invalid(#"{"event":"e","data":1,"user":"1","idempotency_key":"e\#(accents)"}"#).map(\.pointer) == ["/idempotency_key"])

@@ -121,11 +121,26 @@ public struct PublishRequest: Sendable, Equatable {
                 if seen.insert(target).inserted { targets.append(target) }
             }
 
+            // A field given twice is refused once, and neither value is looked into: readers
+            // differ on which one counts (Foundation keeps the last), so a pointer into either
+            // may name a place another reader cannot find.
+            var twice = Set<String>()
+            for member in members where !seenKeys.insert(member.key).inserted { twice.insert(member.key) }
+            seenKeys.removeAll()
             for member in members {
                 if pointer.isEmpty, envelope.contains(member.key) { continue }
                 let at = pointer + "/" + escapePointer(member.key)
-                guard seenKeys.insert(member.key).inserted else {
-                    problems.append(.init(pointer: at, detail: "the field appears twice"))
+                if twice.contains(member.key) {
+                    if !seenKeys.insert(member.key).inserted {
+                        problems.append(.init(pointer: at, detail: "the field appears twice"))
+                    }
+                    // Present, if not valid: no "is required" or "needs a target" besides.
+                    switch member.key {
+                    case "event": sawType = true
+                    case "data": sawData = true
+                    case "user", "users", "topic", "topics": targetFieldFailed = true
+                    default: break
+                    }
                     continue
                 }
                 switch member.key {
