@@ -24,12 +24,12 @@ import Darwin
 /// one request's bad input never fails another. A request once queued is carried out even if
 /// its task is cancelled.
 ///
-/// **Open transactions.** A slot that has committed keeps its connection with the next
+/// **Open transactions.** A slot that has committed parks its connection with the next
 /// transaction already begun and its transaction id taken (``OpenTransaction``, opened in the
-/// round trip of the COMMIT when more requests wait, or just after the answers went otherwise),
-/// and waits up to `linger` for the next request: a group without keys is then one round trip,
-/// so a lone publisher's latency is one commit. After `linger` with nothing to do the
-/// transaction is rolled back and the connection goes back to the pool. It holds no lock; a
+/// round trip of the COMMIT when more requests wait, or just after the answers went otherwise)
+/// for up to `linger`: the next slot starts in it, and a group without keys is then one round
+/// trip instead of two. After `linger` unused the transaction is rolled back and the
+/// connection goes back to the pool. It holds no lock and no pool thread; a
 /// database that ends it (`pg_terminate_backend`, `idle_in_transaction_session_timeout`) costs
 /// the next request a fresh connection, nothing more.
 ///
