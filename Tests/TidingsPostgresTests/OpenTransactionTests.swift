@@ -1,4 +1,5 @@
 import Foundation
+import NIOPosix
 import Testing
 import TidingsCore
 import TidingsTestSupport
@@ -35,6 +36,52 @@ struct OpenTransactionTests {
                 // Both rows were inserted by the transaction that was waiting.
                 #expect(try await SQL.value(url, "SELECT string_agg(DISTINCT xmin::text, ',') FROM tidings.events WHERE id > $1::bigint", ["\(first[0])"]) == xid)
             }
+        }
+    }
+
+    /// The one statement of a publish in an open transaction draws its ids itself (migration
+    /// 0006): under the order lock, which its transaction holds until it ends (the listener
+    /// waits for that lock's holders at a hole), and in the events' order.
+    @Test func theOneStatementHoldsTheOrderLockAndGivesIdsInTheEventsOrder() async throws {
+        try await TestDatabase.with { (url: String) async throws in
+            let (transactionID, ids, holders) = try await NIOThreadPool.singleton.runIfActive {
+                () throws -> (String, [EventID], [String]) in
+                let connection = try PGConnection.connect(ConnectionParameters(url: url), logger: TestDatabase.logger)
+                let other = try PGConnection.connect(ConnectionParameters(url: url), logger: TestDatabase.logger)
+                defer {
+                    connection.close()
+                    other.close()
+                }
+                _ = try other.query("SELECT nextval('tidings.events_id_seq')")  // ids need not start at 1
+                let open = try PostgresEventStore.open(on: connection, floor: 0)
+                let answers = try connection.pipeline([
+                    PGConnection.Statement(
+                        sql: PostgresEventStore.takeAndInsertSQL,
+                        parameters: [
+                            PGArray.text(["user:a", "user:b topic:t", "user:c"]), PGArray.text(["one", "two", "three"]),
+                            PGArray.text(["1", "2", "3"]),
+                        ],
+                        prepared: true)
+                ])
+                let ids = try PostgresEventStore.ids(fromArray: try answers[0].single().string(0), count: 3)
+                // Before COMMIT the order lock's holders are this transaction.
+                let holders = try other.query(
+                    """
+                    SELECT x.transactionid::text FROM pg_locks AS a JOIN pg_locks AS x USING (virtualtransaction)
+                    WHERE a.locktype = 'advisory' AND a.granted
+                        AND a.database = (SELECT oid FROM pg_database WHERE datname = current_database()) AND a.classid = \(OrderLock.classID) AND a.objid = \(OrderLock.objectID)
+                        AND a.objsubid = 1 AND x.locktype = 'transactionid' AND x.mode = 'ExclusiveLock'
+                    """
+                ).rows.map { try $0.string(0) }
+                _ = try connection.execute("COMMIT")
+                #expect(try other.query(OrderLock.heldSQL).single().bool(0) == false)
+                return (open.transactionID, ids, holders)
+            }
+            #expect(holders == [String(UInt64(transactionID)! & 0xFFFF_FFFF)])
+            #expect(ids == [2, 3, 4])
+            let rows = try await SQL.run(url, "SELECT id::text, event, array_to_string(targets, ' '), data::text FROM tidings.events ORDER BY id")
+                .rows.map { [try $0.string(0), try $0.string(1), try $0.string(2), try $0.string(3)] }
+            #expect(rows == [["2", "one", "user:a", "1"], ["3", "two", "user:b topic:t", "2"], ["4", "three", "user:c", "3"]])
         }
     }
 

@@ -103,7 +103,10 @@ struct PrivilegesTests {
     @Test func aGatewayRunsAsARoleWithOnlyTidingsGateway() async throws {
         try await TestDatabase.with { (url: String) async throws in
             try await withRole(url, granted: ["tidings_gateway"]) { (_: String, gateway: String) async throws in
-                try await withBackend(gateway, configure: { $0.presenceInterval = .milliseconds(100) }) { backend, bus in
+                try await withBackend(gateway, configure: {
+                    $0.presenceInterval = .milliseconds(100)
+                    $0.publishLinger = .seconds(60)
+                }) { backend, bus in
                     let probe = try await readyProbe(backend, bus, ["user:u"])
                     defer { probe.close() }
                     let ids = try await backend.store.publish(
@@ -113,6 +116,13 @@ struct PrivilegesTests {
                     let page = try await backend.store.replay(targets: [Target("user:u")!], after: 0, through: ids[1], limit: 10)
                     #expect(page.events.map(\.id) == ids)
                     #expect(try await backend.store.lastIssuedID() == ids[1])
+                    // In the transaction the slot parked, the ids are drawn by the gateway's own
+                    // statement, not take_event_ids (migration 0006).
+                    let store = try #require(backend.store as? PostgresEventStore)
+                    try await eventually("a parked transaction") { store.parkedTransactions == 1 }
+                    let more = try await backend.store.publish([newEvent("user:u"), newEvent("user:u")], publisher: "p")
+                    #expect(more == [ids[1] + 1, ids[1] + 2])
+                    #expect(try await probe.waitFor(count: 4).map(\.id) == ids + more)
                     let ticket = try await backend.tickets.issue(
                         TicketGrant(user: "u", topics: [], tokenExpiresAt: nil), ttl: .seconds(30))
                     #expect(try await backend.tickets.redeem(ticket)?.user == "u")

@@ -38,6 +38,38 @@ struct WakeupTests {
         }
     }
 
+    /// A REST publish that finds a parked transaction takes its ids in its own statement
+    /// (`PostgresEventStore.takeAndInsertSQL`), not through `tidings.take_event_ids`: that
+    /// statement must wake a sleeping listener too.
+    @Test func aPublishInAParkedTransactionWakesASleepingListener() async throws {
+        try await TestDatabase.with { (url: String) async throws in
+            try await withBackend(
+                url,
+                configure: {
+                    Self.sleepy(&$0)
+                    $0.publishLinger = .seconds(3600)
+                    $0.poolSize = 4  // room for the pool's other users: nothing takes the parked one
+                }
+            ) { backend, bus in
+                let store = try #require(backend.store as? PostgresEventStore)
+                let probe = try await readyProbe(backend, bus, ["user:1"])
+                defer { probe.close() }
+                // A transaction of its own (take_event_ids); the slot parks the next one.
+                let first = try await store.publish([newEvent("user:1", "first")], publisher: "p")
+                #expect(try await probe.waitFor(count: 1).map(\.id) == first)
+                for round in 1...3 {
+                    try await eventually("a parked transaction, the listener asleep") {
+                        store.parkedTransactions == 1 && backend.listener.status.asleep
+                    }
+                    let ids = try await store.publish([newEvent("user:1", "woken-\(round)")], publisher: "p")
+                    let events = try await probe.waitFor(count: round + 1)
+                    #expect(events.last?.id == ids[0])
+                    #expect(events.last?.type == "woken-\(round)")
+                }
+            }
+        }
+    }
+
     @Test(arguments: [PostgresConfiguration.Wakeup.notify, .poll])
     func nobodyNotifiesAnAwakeListener(wakeup: PostgresConfiguration.Wakeup) async throws {
         try await TestDatabase.with { (url: String) async throws in
@@ -67,9 +99,12 @@ struct WakeupTests {
                 for n in 1...50 {
                     try await publisher.execute("SELECT tidings.publish('user:\(n)', 'sql', '\(n)')")
                     try await publisher.execute("UPDATE orders SET total = total + 1 WHERE id = \(n)")
+                    // The gateway's own publish (after the first, in a parked transaction: its
+                    // statement makes the wake-up test itself).
+                    _ = try await backend.store.publish([newEvent("user:\(n)", "rest")], publisher: "p")
                 }
                 try await publisher.execute("BEGIN; SELECT tidings.take_event_ids(3); COMMIT")
-                try await probe.waitFor(count: 100)
+                try await probe.waitFor(count: 150)
                 // Notifications are queued in commit order: once the marker is in, any that a
                 // publisher sent is too.
                 try await publisher.execute("NOTIFY tidings_wakeup, 'marker'")

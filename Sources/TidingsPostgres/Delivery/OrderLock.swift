@@ -27,6 +27,8 @@ enum OrderLock {
 enum SleepLock {
     /// The lock's `bigint` key: "tidings" in ASCII, then 3.
     static let key: Int64 = 0x7469_6469_6e67_7303
+    /// What a publisher notifies when the lock is held.
+    static let channel = "tidings_wakeup"
     static let takeSQL = "SELECT pg_advisory_lock_shared(\(key))"
     static let releaseSQL = "SELECT pg_advisory_unlock_shared(\(key))"
 }

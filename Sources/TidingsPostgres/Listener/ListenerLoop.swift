@@ -239,7 +239,7 @@ final class ListenerLoop: @unchecked Sendable {
             let bounds = "SET statement_timeout = \(settings.statementTimeout.milliseconds); "
                 + "SET lock_timeout = \(settings.lockTimeout.milliseconds); "
             if settings.wakeup == .notify {
-                try connection.execute(bounds + "LISTEN tidings_wakeup; LISTEN tidings")
+                try connection.execute(bounds + "LISTEN \(SleepLock.channel); LISTEN tidings")
             } else {
                 try connection.execute(bounds + "LISTEN tidings")
             }

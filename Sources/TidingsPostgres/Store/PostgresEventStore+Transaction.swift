@@ -256,25 +256,42 @@ extension PostgresEventStore {
         return (result, next.open)
     }
 
+    /// The ids and the INSERT of a group without keys in an open transaction: the steps of
+    /// `tidings.take_event_ids` written into the statement (migration 0006), in its order — the
+    /// order lock, then the ids (`lock` is joined in, so it is taken before the first `nextval`),
+    /// then the wake-up test (after every id: it counts `taken`; the outer SELECT reads it, so
+    /// it runs) — without a function call's statements through SPI. The transaction id was
+    /// taken when the transaction opened. The ids are drawn in the events' order, so event `n`
+    /// gets the `n`th lowest. No `generate_series($1)`: its row count, unknown to a generic
+    /// plan, made every execution plan anew.
+    static let takeAndInsertSQL = """
+        WITH lock AS MATERIALIZED (SELECT pg_advisory_xact_lock_shared(\(OrderLock.key))),
+        taken AS MATERIALIZED (
+            SELECT u.n, nextval('tidings.events_id_seq') AS id, u.targets, u.event, u.data
+            FROM lock, unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS u(targets, event, data, n)
+        ),
+        woken AS MATERIALIZED (
+            SELECT CASE WHEN pg_try_advisory_lock(\(SleepLock.key)) THEN pg_advisory_unlock(\(SleepLock.key))
+                        ELSE pg_notify('\(SleepLock.channel)', '') IS NULL END
+            FROM (SELECT count(*) FROM taken) AS all_taken
+        ),
+        inserted AS (
+            INSERT INTO tidings.events (id, targets, event, data)
+            SELECT id, string_to_array(targets, ' '), event, data::json FROM taken
+        )
+        SELECT array_agg(id ORDER BY n)::text FROM taken, woken
+        """
+
     /// A group without keys in an open transaction: its ids taken and its events inserted by one
-    /// statement, pipelined with COMMIT.
+    /// statement (``takeAndInsertSQL``), pipelined with COMMIT.
     private static func publishInOneRoundTrip(
         _ requests: [PublishEntry], eventCount: Int, on connection: PGConnection, in open: OpenTransaction,
         openNext: Bool, floor: EventID
     ) throws -> (result: GroupResult, next: OpenTransaction?) {
         let events = requests.flatMap(\.events)
         let insert = PGConnection.Statement(
-            sql: """
-            WITH taken AS MATERIALIZED (SELECT tidings.take_event_ids($1::int) AS ids),
-            inserted AS (
-                INSERT INTO tidings.events (id, targets, event, data)
-                SELECT taken.ids[u.n], string_to_array(u.targets, ' '), u.event, u.data::json
-                FROM taken, unnest($2::text[], $3::text[], $4::text[]) WITH ORDINALITY AS u(targets, event, data, n)
-            )
-            SELECT ids::text FROM taken
-            """,
+            sql: takeAndInsertSQL,
             parameters: [
-                String(eventCount),
                 PGArray.text(events.map { $0.targets.map(\.description).joined(separator: " ") }),
                 PGArray.text(events.map(\.type.rawValue)),
                 PGArray.text(events.map(\.data)),
