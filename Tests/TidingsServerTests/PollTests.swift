@@ -128,6 +128,26 @@ struct PollTests {
         }
     }
 
+    /// A client that leaves while its poll waits is let go at once: its subscription and its
+    /// connection slot are not held until the poll's timeout.
+    @Test func aPollWhoseClientLeftIsLetGoAtOnce() async throws {
+        try await TestServer.run({ $0.maxConnections = 1 }) { server in
+            let token = try await TestServer.token(sub: "alice")
+            let position = try await Self.poll(server, token: token, after: nil).last
+            let client = try await RawConnection.connect(port: server.port)
+            try await client.send(
+                "GET /poll?last_event_id=\(position)&timeout=60s HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer \(token)\r\n\r\n")
+            try await eventually("the poll waits on the bus") { server.gateway.bus.subscriptionCount == 1 }
+            client.close()
+            try await eventually("the poll let go", timeout: .seconds(10)) { server.gateway.bus.subscriptionCount == 0 }
+            // Its connection slot is free again: a new poll is served, and gets the next event.
+            async let waiting = Self.poll(server, token: token, after: position, query: "timeout=10s")
+            try await eventually("the new poll waits on the bus") { server.gateway.bus.subscriptionCount == 1 }
+            let id = try await server.publish(user: "alice")
+            #expect(try await waiting.ids == [id])
+        }
+    }
+
     /// One stream read over the three transports in turn: every id once, in order.
     @Test func oneStreamResumedAcrossTransports() async throws {
         try await TestServer.run { server in

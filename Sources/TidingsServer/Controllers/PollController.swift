@@ -72,9 +72,12 @@ public struct PollController: Sendable {
         let waiter = PollWaiter(loop: context.channel.eventLoop)
         subscription.attach(waiter)
         defer { subscription.detach() }
+        // A client that leaves ends the wait (it would hold its connection slot until the timeout).
+        await ClientGoneHandler.watch(context.channel) { waiter.clientLeft() }
+        defer { ClientGoneHandler.unwatch(context.channel) }
         var buffer: [Delivery] = []
         try await withGracefulShutdownHandler {
-            while NIODeadline.now() < deadline, subscription.endReason == nil {
+            while NIODeadline.now() < deadline, subscription.endReason == nil, !waiter.clientGone {
                 try await waiter.wait(until: deadline)
                 if case .events = subscription.drain(into: &buffer) {
                     if buffer.contains(where: { $0.id != nil }) { break }

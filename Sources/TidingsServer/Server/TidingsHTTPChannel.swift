@@ -94,6 +94,7 @@ struct TidingsHTTPChannel: ServerChildChannel, HTTPChannelHandler {
                 notUpgradingCompletionHandler: { channel in
                     channel.eventLoop.makeCompletedFuture {
                         try channel.pipeline.syncOperations.addHandler(ConnectionMessagesHandler(timer: timed.value.timer))
+                        try channel.pipeline.syncOperations.addHandler(ClientGoneHandler())
                         try channel.pipeline.syncOperations.addHandler(HTTP1ToHTTPServerCodec(secure: false))
                         try channel.pipeline.syncOperations.addHandlers(configuration.additionalChannelHandlers())
                         try channel.pipeline.syncOperations.addHandler(

@@ -13,6 +13,16 @@ final class PollWaiter: SubscriptionDriver, Sendable {
         var promise: EventLoopPromise<Void>?
         /// Woken while nobody waited: the next wait returns at once.
         var woken = false
+        var clientGone = false
+    }
+
+    /// The client closed its side of the connection (``ClientGoneHandler``): stop waiting.
+    var clientGone: Bool { state.withLock { $0.clientGone } }
+
+    /// Ends the wait: the client has gone.
+    func clientLeft() {
+        state.withLock { $0.clientGone = true }
+        _ = schedule()
     }
 
     init(loop: any EventLoop) {
