@@ -1,5 +1,7 @@
 import Foundation
+import NIOCore
 import NIOHTTP1
+import NIOPosix
 import Testing
 import TidingsBench
 import TidingsServer
@@ -243,6 +245,27 @@ struct BenchCommandTests {
             #expect(number(report, "connections.disconnects") == 2)
             #expect(number(report, "connections.errors.http_401") == nil, "nothing was reopened")
         }
+    }
+
+    /// The port `--spawn` picks is free when chosen; if another process takes it before the
+    /// spawned server binds (a test server of this process, say), that one accepts connections
+    /// too. Start-up waits for the child's own socket instead of measuring someone else.
+    @Test func aPortTakenByAnotherProcessIsNotTheSpawnedServer() async throws {
+        let port = try SpawnedServer.freePort()
+        let other = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .bind(host: "127.0.0.1", port: port).get()
+        defer { other.close(promise: nil) }
+        let log = FileManager.default.temporaryDirectory.appendingPathComponent("spawned-\(port).log").path
+        await #expect(throws: BenchError.self) {
+            let server = try await SpawnedServer.start(command: ["sleep", "30"], port: port, logPath: log, readyTimeout: .seconds(1))
+            await server.stop()
+        }
+        // The child's own socket is seen.
+        let own = try SpawnedServer.freePort()
+        let server = try await SpawnedServer.start(
+            command: ["python3", "-c", "import socket, time; s = socket.socket(); s.bind(('127.0.0.1', \(own))); s.listen(); time.sleep(30)"],
+            port: own, logPath: log, readyTimeout: .seconds(20))
+        await server.stop()
     }
 
     @Test func streamsThatCannotConnectAreCountedAsConnectErrors() async throws {

@@ -48,11 +48,13 @@ public struct SpawnedServer: Sendable {
                 current.store(0, ordering: .relaxed)
                 throw BenchError("the server exited during start-up (status \(status)); its log: \(logPath)\n\(server.logTail())")
             }
-            if Self.accepts(port: port) { return server }
+            // Its own socket: a port taken meanwhile by someone else (it was only free when
+            // chosen) accepts too, and the run would measure that one.
+            if Self.accepts(port: port), Self.listens(pid: pid, port: port) ?? true { return server }
             try await Task.sleep(for: .milliseconds(50))
         }
         await server.stop()
-        throw BenchError("the server did not accept connections on port \(port) within \(readyTimeout); its log: \(logPath)")
+        throw BenchError("the server did not listen on port \(port) within \(readyTimeout); its log: \(logPath)")
     }
 
     /// SIGTERM, then SIGKILL after `grace`.
@@ -109,6 +111,29 @@ public struct SpawnedServer: Sendable {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
         return connected == 0
+    }
+
+    /// Whether process `pid` holds a socket listening on `port` of 127.0.0.1 or every address:
+    /// the LISTEN entries of `/proc/net/tcp` for the port, and their inodes among the process's
+    /// descriptors. `nil` where `/proc` cannot tell (not Linux).
+    static func listens(pid: pid_t, port: Int) -> Bool? {
+        guard let table = try? String(contentsOfFile: "/proc/net/tcp", encoding: .utf8) else { return nil }
+        let addresses = [String(format: "0100007F:%04X", port), String(format: "00000000:%04X", port)]
+        var inodes: Set<Substring> = []
+        for line in table.split(separator: "\n").dropFirst() {
+            let fields = line.split(separator: " ")
+            // sl, local address, remote address, state (0A: LISTEN), …, inode (the tenth).
+            guard fields.count > 9, addresses.contains(String(fields[1])), fields[3] == "0A" else { continue }
+            inodes.insert(fields[9])
+        }
+        guard !inodes.isEmpty else { return false }
+        guard let descriptors = try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd") else { return nil }
+        return descriptors.contains { descriptor in
+            guard let target = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/fd/\(descriptor)"),
+                  target.hasPrefix("socket:["), target.hasSuffix("]")
+            else { return false }
+            return inodes.contains(target.dropFirst(8).dropLast())
+        }
     }
 
     private static func loopback(port: Int) -> sockaddr_in {
